@@ -1,0 +1,123 @@
+"""`prunelora` command line: run, train, unlearn, evaluate, list. Each subcommand calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import config as C
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2, like every other user error
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _common(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--config", help="YAML experiment file (values only)")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-step lines")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. seed=1 forget.classes=[3]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="prunelora", description="Machine unlearning of image classifiers: PruneLoRA and baselines.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _common(sub.add_parser("run", help="train the original, run every method, print the comparison table"),
+            "output directory (default: runs/<date-time>)")
+    _common(sub.add_parser("train", help="train the original model and save it"), "output directory (default: runs/original)")
+    p = sub.add_parser("unlearn", help="unlearn a saved model with one method")
+    _common(p, "output directory (default: runs/unlearn-<method>)")
+    p.add_argument("--checkpoint", required=True, help="model.safetensors written by prunelora train")
+    p.add_argument("--method", required=True, help="method name (see prunelora list)")
+    p = sub.add_parser("evaluate", help="metrics of a saved model for a forget request")
+    _common(p, "write the metrics to this JSON file")
+    p.add_argument("--checkpoint", required=True, help="a .safetensors file written by prunelora")
+    sub.add_parser("list", help="methods, models and data sets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "list": cmd_list}[
+            args.command
+        ](args)
+    except UserError as err:
+        print(f"prunelora: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunelora: interrupted", file=sys.stderr)
+        return 130
+
+
+def _log(args):
+    return (lambda *a, **k: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def cmd_run(args) -> int:
+    from .report import main_table
+    from .runner import run
+
+    cfg = C.load_config(args.config, args.overrides)
+    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    results = run(cfg, out, progress=not args.quiet, log=_log(args))
+    print(main_table(results))
+    print(f"\nwrote {out}/results.json, results.md, config.yaml", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .api import train
+
+    cfg = C.load_config(args.config, args.overrides)
+    out = Path(args.out or "runs/original")
+    record = train(cfg, out, progress=not args.quiet)
+    print(f"test accuracy {record['test_acc']:.2f}% in {record['time_s']:.1f} s; wrote {out}/model.safetensors")
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from .api import unlearn
+
+    out = Path(args.out or f"runs/unlearn-{args.method}")
+    metrics = unlearn(args.checkpoint, args.method, out, args.overrides, config_file=args.config, progress=not args.quiet)
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out}/model.safetensors, metrics.json", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .api import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.overrides, config_file=args.config, out=args.out)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .data import DATASETS
+    from .methods import METHODS
+    from .models import MODELS, target_presets
+
+    print("methods:")
+    for name in METHODS:
+        print(f"  {name:<16} {METHODS.get(name).summary}")
+    print("models:")
+    for name in MODELS:
+        spec = MODELS.get(name)
+        presets = ", ".join(target_presets(spec.family))
+        print(f"  {name:<16} {spec.description} (targets: {presets})")
+    print("data sets:")
+    for name in DATASETS:
+        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<16} {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

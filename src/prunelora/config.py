@@ -1,0 +1,282 @@
+"""Experiment configuration: dataclasses, YAML load/save and dotted KEY=VALUE overrides.
+
+Every field has a comment with its meaning and unit. `None` means "the model preset's default";
+`resolve_config` fills those in, and the resolved config is what runs and what is saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import UserError
+
+PAPER_METHODS = ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # a registered data set (see `prunelora list`)
+    root: str | None = None  # directory holding the files, for data sets read from disk
+    image_size: int | None = None  # side in pixels after resizing; None = the data set's own default
+    test_fraction: float = 0.2  # share held out as test set, for data sets without their own (stratified)
+    split_seed: int = 0  # seed of that fixed train/test split (independent of the experiment seed)
+
+    def __post_init__(self):
+        _check(0.0 < self.test_fraction < 1.0, "data.test_fraction must be in (0, 1)")
+        _check(self.image_size is None or self.image_size >= 8, "data.image_size must be at least 8 pixels")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18-tiny"  # a registered model preset (see `prunelora list`)
+    width: int | None = None  # ResNet: channels of the first stage; ViT: embedding width
+    depth: int | None = None  # ViT: number of transformer blocks
+    heads: int | None = None  # ViT: attention heads per block
+    patch_size: int | None = None  # ViT: patch side in pixels
+
+    def __post_init__(self):
+        for key in ("width", "depth", "heads", "patch_size"):
+            value = getattr(self, key)
+            _check(value is None or value > 0, f"model.{key} must be a positive integer")
+
+
+@dataclass
+class TrainConfig:
+    """Recipe of the original model, and of `retrain` (the same recipe on the retain set only)."""
+
+    epochs: int | None = None  # None = the model preset's
+    batch_size: int = 128  # images per step
+    optimizer: str | None = None  # sgd (momentum 0.9, Nesterov) | adam | adamw; None = preset's
+    lr: float | None = None  # peak learning rate of the schedule; None = preset's
+    weight_decay: float | None = None  # None = preset's
+    schedule: str = "onecycle"  # onecycle (warm-up then cosine decay, per step) | constant
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        _check_recipe("train", self)
+
+
+@dataclass
+class UnlearnConfig:
+    """Recipe of every unlearning method that fine-tunes (the paper: Adam, lr 1e-3, batch 128, 5 epochs)."""
+
+    epochs: int = 5
+    batch_size: int = 128  # images per step
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | onecycle
+    label_smoothing: float = 0.0
+    # BatchNorm during unlearning. recalibrate: train as usual, then recompute the running statistics
+    # over the retain set (one pass, no gradient); train: the paper's plain fine-tuning, running statistics
+    # as updated during training; frozen: BatchNorm kept in eval mode (statistics of the original model).
+    bn: str = "recalibrate"
+
+    def __post_init__(self):
+        _check_recipe("unlearn", self)
+        _check(self.bn in ("recalibrate", "train", "frozen"), "unlearn.bn must be recalibrate, train or frozen")
+
+
+@dataclass
+class PruningConfig:
+    amount: float = 0.5  # share of output channels / rows zeroed in each target layer (by smallest L2 norm)
+    targets: str = "paper"  # a preset of the model family (see `prunelora list`) or a regex over module names
+
+    def __post_init__(self):
+        _check(0.0 <= self.amount < 1.0, "pruning.amount must be in [0, 1)")
+
+
+@dataclass
+class LoraConfigSection:
+    r: int | None = None  # rank; None = preset's (ResNet 8, ViT 16)
+    alpha: float | None = None  # scaling numerator (update scaled by alpha / r); None = preset's
+    dropout: float = 0.1  # dropout on the adapter input
+    targets: str = "paper"  # a preset of the model family (see `prunelora list`) or a regex over module names
+
+    def __post_init__(self):
+        _check(self.r is None or self.r > 0, "lora.r must be a positive integer")
+        _check(0.0 <= self.dropout < 1.0, "lora.dropout must be in [0, 1)")
+
+
+@dataclass
+class ForgetConfig:
+    classes: list[int | str] = field(default_factory=lambda: [3])  # classes to forget (index or name)
+
+    def __post_init__(self):
+        _check(len(self.classes) > 0, "forget.classes is empty: name at least one class, e.g. forget.classes=[3]")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 512  # images per forward pass when evaluating
+
+
+@dataclass
+class ExperimentConfig:
+    seed: int = 0  # seeds model initialisation, batch order, dropout and the attack's subsampling
+    methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))  # or "all"
+    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
+    threads: int | None = None  # CPU threads for PyTorch; None = all cores
+    save_models: bool = False  # also write each method's model to OUT/models/<method>.safetensors
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    lora: LoraConfigSection = field(default_factory=LoraConfigSection)
+    forget: ForgetConfig = field(default_factory=ForgetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        _check(len(self.methods) > 0, "methods is empty: name at least one, e.g. methods=prunelora")
+        _check(self.threads is None or self.threads > 0, "threads must be a positive integer")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _check_recipe(section: str, recipe: Any) -> None:
+    _check(recipe.epochs is None or recipe.epochs > 0, f"{section}.epochs must be a positive integer")
+    _check(recipe.batch_size > 0, f"{section}.batch_size must be a positive integer")
+    _check(recipe.lr is None or recipe.lr > 0, f"{section}.lr must be positive")
+    _check(
+        recipe.optimizer in (None, "sgd", "adam", "adamw"), f"{section}.optimizer must be sgd, adam or adamw"
+    )
+    _check(recipe.schedule in ("onecycle", "constant"), f"{section}.schedule must be onecycle or constant")
+
+
+# ---------------------------------------------------------------- dict <-> dataclass, with strict keys
+
+
+def from_dict(cls: type, values: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys and wrong types are a UserError."""
+    if not isinstance(values, dict):
+        raise UserError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise UserError(f"unknown config key '{prefix}{key}'.{hint} Valid keys here: {', '.join(known)}.")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value if value is not None else {}, key + ".")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except UserError as err:
+                errors.append(str(err))
+        raise UserError(errors[0])
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(args[0], v, key) for v in value]
+    return _scalar(hint, value, key)
+
+
+def _scalar(hint: type, value: Any, key: str) -> Any:
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hint is bool and isinstance(value, bool):
+        return value
+    raise UserError(f"config key '{key}' expects {hint.__name__}, got {value!r}")
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+# ---------------------------------------------------------------- files and overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=[1,2]' -> (['a', 'b'], [1, 2]); the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' is not KEY=VALUE; write it like seed=1 or forget.classes=[3]")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"override '{text}' has an empty key; write it like unlearn.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict (validation happens in `from_dict`)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = values
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+    return values
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"config file '{path}' is not valid YAML ({first}); fix the file") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of keys to values")
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> ExperimentConfig:
+    """The config from defaults <- `base` <- YAML file <- overrides (later wins)."""
+    values = copy.deepcopy(base or {})
+    if path is not None:
+        values = _merge(values, read_yaml(path))
+    values = apply_overrides(values, list(overrides))
+    return from_dict(ExperimentConfig, values)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dump_yaml(config: Any) -> str:
+    values = to_dict(config) if dataclasses.is_dataclass(config) else config
+    return yaml.safe_dump(values, sort_keys=False)

@@ -1,0 +1,53 @@
+"""What every method and loop receives besides its inputs: device, seed, progress bars, cost meter."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .metrics.cost import CostMeter
+
+
+@dataclass
+class Context:
+    device: torch.device
+    seed: int = 0
+    progress: bool = True  # show progress bars (off with --quiet)
+    meter: CostMeter = field(default=None)  # set per method by the runner
+
+    def __post_init__(self):
+        if self.meter is None:
+            self.meter = CostMeter(self.device)
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> CUDA if available, else CPU; an unavailable device is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device '{name}' is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' was asked for but no CUDA GPU is available; use device=cpu or device=auto")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device '{name}' is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> int:
+    """Set PyTorch's CPU threads (None = every core this process may use); returns the count."""
+    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (threads or os.cpu_count())
+    torch.set_num_threads(n)
+    return n

@@ -1,0 +1,6 @@
+"""Data sets (in-memory uint8 tensors) and forget/retain/test splits."""
+
+from .datasets import DATASETS, ImageData, load_dataset
+from .splits import Splits, make_splits, resolve_classes
+
+__all__ = ["DATASETS", "ImageData", "Splits", "load_dataset", "make_splits", "resolve_classes"]

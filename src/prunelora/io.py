@@ -1,0 +1,121 @@
+"""Atomic file writes, safetensors checkpoints (never pickle) and the run's environment record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from .errors import UserError
+
+FORMAT = "prunelora-checkpoint-1"
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dict | None = None) -> None:
+    """Model weights as safetensors, the resolved config in its metadata and as YAML beside it."""
+    import yaml
+
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(config), "extra": json.dumps(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write(path.with_suffix(".yaml"), yaml.safe_dump(config, sort_keys=False))
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(state dict, config dict, extra dict) of a prunelora checkpoint; a bad file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise UserError(f"checkpoint '{path}' {problem}; pass the .safetensors file written by prunelora train")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"checkpoint '{path}' is not a readable safetensors file ({err}); pass a file written by prunelora") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"checkpoint '{path}' was not written by prunelora (no config inside); pass a file written by prunelora train or unlearn")
+    return state, json.loads(meta["config"]), json.loads(meta.get("extra", "{}"))
+
+
+def load_weights(model: nn.Module, state: dict, path: str | Path) -> nn.Module:
+    """Load a state dict strictly; a mismatch names the first differing keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}" for label, keys in
+            (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
+        )
+        raise UserError(f"checkpoint '{path}' does not match the model it describes ({detail}); was it edited or written by another version?")
+    model.load_state_dict(state)
+    return model
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device, memory_kind: str) -> dict:
+    """Versions, device and threads: recorded next to every result."""
+    packages = ("prunelora", "torch", "torchvision", "peft", "timm", "scikit-learn", "numpy", "safetensors")
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: _version(p) for p in packages},
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "memory_measure": memory_kind,
+    }

@@ -1,0 +1,15 @@
+"""Prune + Fine-tune: the paper's L2 structured pruning, then every weight fine-tuned on the retain set.
+
+The pruning is made permanent before training (as the paper does), so nothing keeps pruned rows at
+zero: gradient updates revive them, and the report says how many stayed zero.
+"""
+
+from __future__ import annotations
+
+from . import Unlearned, UnlearnTask, register_method
+from .finetune import finetune_all
+
+
+@register_method("prune_finetune", "L2-prune the target layers, then fine-tune all weights", ("unlearn", "pruning"))
+def prune_finetune(model, task: UnlearnTask, ctx) -> Unlearned:
+    return finetune_all(model, task, ctx, prune=True)

@@ -1,0 +1,45 @@
+"""PruneLoRA (Mittal, AAAI 2025 student abstract, arXiv 2411.11907).
+
+1. Structured L2 pruning of `pruning.amount` (0.5) of the output channels / rows of the target layers,
+   made permanent (ResNet: every Conv2d; ViT: the last block's attention projection and the head).
+2. LoRA adapters (peft) on the pruned layers of `lora.targets` (ResNet: the convs inside the blocks,
+   r=8, alpha=16; ViT: the last attention projection, r=16, alpha=32), dropout 0.1.
+3. Fine-tune the adapters and the whole classifier head on the retain set (Adam, lr 1e-3, 5 epochs);
+   everything else is frozen. BatchNorm follows `unlearn.bn` (default: recalibrated after training).
+4. Merge the adapters. The merged update B @ A is dense, so it writes into the pruned rows: the merged
+   model is dense again, and the report says how many pruned rows stayed zero.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..adapters import add_lora, merge_lora
+from ..models import HEAD
+from ..pruning import count_zero_rows, prune_l2_structured
+from . import Unlearned, UnlearnTask, register_method, trainable_parameters
+from ._train import fit
+
+
+def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
+    """Optionally prune, then train LoRA adapters plus the head on the retain set, then merge."""
+    cfg = task.config
+    pruned = prune_l2_structured(model, task.layers(model, "prune"), cfg.pruning.amount) if prune else {}
+    lora_layers = [name for name in task.layers(model, "lora") if name != HEAD]
+    pattern = "|".join(re.escape(name) for name in lora_layers)
+    wrapped = add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, [HEAD], ctx.seed)
+    info = {"lora_layers": len(lora_layers), "trainable_params": trainable_parameters(wrapped)}
+    recipe = task.unlearn_recipe()
+    info["history"] = fit(wrapped, task.data, task.splits.retain, recipe, ctx, desc="adapt")
+    merged = merge_lora(wrapped)
+    if pruned:
+        still, total = count_zero_rows(merged, pruned)
+        info.update(pruned_layers=len(pruned), pruned_rows=total, pruned_rows_still_zero=still)
+        if HEAD in pruned:
+            info["forget_head_rows_pruned"] = sorted(set(pruned[HEAD]) & set(task.splits.forget_classes))
+    return Unlearned(merged, recipe.epochs, info)
+
+
+@register_method("prunelora", "L2-prune, then LoRA on the pruned layers + head, on the retain set", ("unlearn", "pruning", "lora"))
+def prunelora(model, task: UnlearnTask, ctx) -> Unlearned:
+    return adapt(model, task, ctx, prune=True)

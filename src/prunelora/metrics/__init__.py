@@ -1,0 +1,1 @@
+"""Metrics: accuracies, membership-inference attacks and cost (time, memory)."""

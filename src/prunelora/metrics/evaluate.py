@@ -1,0 +1,53 @@
+"""All per-model metrics from one forward pass over the train and test sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..context import Context
+from ..data import ImageData, Splits
+from . import mia
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512) -> np.ndarray:
+    """Logits (N, C) in eval mode, as float32 numpy."""
+    model.eval()
+    out = [model(data.normalise(x[i : i + batch_size].to(ctx.device))).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in %, or NaN for an empty set."""
+    return float(100.0 * (logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def evaluate(model: nn.Module, data: ImageData, splits: Splits, ctx: Context, batch_size: int = 512) -> dict[str, float]:
+    """UA, RA, TA, forget-class test accuracy, and the MIA-Efficacy variants (all in %)."""
+    train_logits = predict(model, data, data.x_train, ctx, batch_size)
+    test_logits = predict(model, data, data.x_test, ctx, batch_size)
+    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+    f, r = splits.forget.numpy(), splits.retain.numpy()
+    tr, tf = splits.test_retain.numpy(), splits.test_forget.numpy()
+    metrics = {
+        "UA": 100.0 - accuracy(train_logits[f], y_train[f]),
+        "RA": accuracy(train_logits[r], y_train[r]),
+        "TA": accuracy(test_logits[tr], y_test[tr]),
+        "forget_TA": accuracy(test_logits[tf], y_test[tf]),
+    }
+    member, nonmember = mia.balanced(r, tr, ctx.seed)
+    train_feats = mia.features(mia.softmax(train_logits), y_train)
+    test_feats = mia.features(mia.softmax(test_logits), y_test)
+    pick = lambda feats, idx: {k: v[idx] for k, v in feats.items()}
+    metrics.update(mia.mia_efficacy(pick(train_feats, member), pick(test_feats, nonmember), pick(train_feats, f)))
+    return metrics
+
+
+GAP_METRICS = ("UA", "MIA", "RA", "TA")
+
+
+def avg_gap(metrics: dict, reference: dict) -> float:
+    """Mean absolute difference to the reference (retrain) over UA, MIA, RA, TA, in points."""
+    return float(np.mean([abs(metrics[k] - reference[k]) for k in GAP_METRICS]))

@@ -1,0 +1,43 @@
+"""Structured L2 pruning as the paper does it: zero the output channels / rows with the smallest L2 norm.
+
+`prune_l2_structured` uses `torch.nn.utils.prune.ln_structured(n=2, dim=0)` and makes the result permanent
+right away (`prune.remove`): the weight becomes a plain parameter with zero rows. That order matters for
+LoRA: while the pruning re-parametrisation (`weight_orig` * `weight_mask`) is in place, peft's merge writes
+the update into a tensor that the mask recomputation then overwrites, so the update is silently dropped.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+
+def prune_l2_structured(model: nn.Module, names: list[str], amount: float) -> dict[str, list[int]]:
+    """Zero `amount` of the output rows of each named layer by smallest L2 norm; return the zeroed rows."""
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"pruning amount must be in [0, 1), got {amount}")
+    modules = dict(model.named_modules())
+    pruned = {}
+    for name in names:
+        module = modules[name]
+        prune.ln_structured(module, "weight", amount=amount, n=2, dim=0)
+        prune.remove(module, "weight")  # permanent: a plain weight with zero rows, no mask hook left
+        pruned[name] = zero_rows(module.weight)
+    return pruned
+
+
+def zero_rows(weight: torch.Tensor) -> list[int]:
+    """Indices of the output rows / channels (dim 0) that are exactly zero."""
+    norms = weight.detach().flatten(1).abs().sum(dim=1)
+    return torch.nonzero(norms == 0).flatten().tolist()
+
+
+def count_zero_rows(model: nn.Module, pruned: dict[str, list[int]]) -> tuple[int, int]:
+    """(rows still zero, rows pruned) over the layers in `pruned`: how many pruned rows stayed pruned.
+
+    Fine-tuning all weights, or merging a LoRA update, writes into pruned rows and so revives them.
+    """
+    modules = dict(model.named_modules())
+    still = sum(len(set(zero_rows(modules[name].weight)) & set(rows)) for name, rows in pruned.items())
+    return still, sum(len(rows) for rows in pruned.values())

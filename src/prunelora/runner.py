@@ -1,0 +1,174 @@
+"""The experiment: train the original, run every method, evaluate, compare with retrain, write results.
+
+`run(config)` is what `prunelora run` calls; `train_original`, `unlearn_one` and `evaluate_model` are what
+`prunelora train / unlearn / evaluate` call. Each method starts from its own copy of the original and
+is seeded from (seed, method name), so a method's numbers do not depend on which methods ran before it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import zlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import config as C
+from .context import Context, pick_device, seed_everything, set_threads
+from .data import DATASETS, ImageData, Splits, load_dataset, make_splits, resolve_classes
+from .errors import UserError
+from .io import atomic_write, environment, save_checkpoint
+from .methods import METHODS, UnlearnTask
+from .methods._train import Recipe, fit
+from .metrics.cost import CostMeter
+from .metrics.evaluate import avg_gap, evaluate
+from .models import MODELS, create_model
+
+
+def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
+    """Check names and fill every `None` with the model preset's value; the result is what runs."""
+    cfg = copy.deepcopy(cfg)
+    spec = MODELS.get(cfg.model.name)
+    DATASETS.get(cfg.data.name)
+    if cfg.methods == ["all"]:
+        cfg.methods = list(METHODS.names())
+    for name in cfg.methods:
+        METHODS.get(name)
+    if len(set(cfg.methods)) != len(cfg.methods):
+        raise UserError(f"methods lists a method twice ({', '.join(cfg.methods)}); name each once")
+    t, r = cfg.train, spec.recipe
+    t.epochs, t.optimizer = t.epochs or r.epochs, t.optimizer or r.optimizer
+    t.lr = t.lr if t.lr is not None else r.lr
+    t.weight_decay = t.weight_decay if t.weight_decay is not None else r.weight_decay
+    cfg.lora.r = cfg.lora.r or spec.lora_r
+    cfg.lora.alpha = cfg.lora.alpha if cfg.lora.alpha is not None else spec.lora_alpha
+    return cfg
+
+
+def prepare(cfg: C.ExperimentConfig) -> tuple[ImageData, Splits]:
+    data = load_dataset(cfg.data)
+    classes = resolve_classes(cfg.forget.classes, data.classes)
+    return data, make_splits(data.y_train, data.y_test, classes)
+
+
+def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
+    set_threads(cfg.threads)
+    return Context(pick_device(cfg.device), cfg.seed, progress)
+
+
+def method_seed(seed: int, name: str) -> int:
+    return seed * 1_000_003 + zlib.crc32(name.encode()) % 1_000_003
+
+
+def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tuple[nn.Module, dict]:
+    """Train the original model on the whole train set; returns it and its cost record."""
+    seed_everything(cfg.seed)
+    model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size).to(ctx.device)
+    t = cfg.train
+    recipe = Recipe(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay, t.schedule, t.label_smoothing)
+    ctx.meter = CostMeter(ctx.device)
+    with ctx.meter.measure():
+        history = fit(model, data, torch.arange(len(data.y_train)), recipe, ctx, desc="original")
+    return model, {"time_s": ctx.meter.seconds, "epochs": t.epochs, "peak_memory_mb": ctx.meter.peak_mb, "history": history}
+
+
+def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context) -> tuple[nn.Module, dict]:
+    """Run one method on a copy of `original`; returns the unlearned model and its cost record."""
+    spec = METHODS.get(name)
+    ctx = dataclasses.replace(ctx, seed=method_seed(task.config.seed, name), meter=CostMeter(ctx.device))
+    seed_everything(ctx.seed)
+    model = copy.deepcopy(original)
+    with ctx.meter.measure():
+        out = spec.fn(model, task, ctx)
+    record = {"time_s": ctx.meter.seconds, "epochs": out.epochs, "peak_memory_mb": ctx.meter.peak_mb, **out.info}
+    return out.model.eval(), record
+
+
+def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg: C.ExperimentConfig, ctx: Context) -> dict:
+    seed_everything(cfg.seed)
+    return evaluate(model, data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval.batch_size)
+
+
+def _metrics(quality: dict, record: dict) -> dict:
+    time_s, epochs = record["time_s"], record["epochs"]
+    return {**quality, "time_s": time_s, "time_per_epoch_s": time_s / epochs, "peak_memory_mb": record["peak_memory_mb"]}
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; pass a directory (it is created if missing)")
+
+
+def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool = True, log=print) -> dict:
+    """The whole comparison. Writes results.json, results.md and config.yaml to `out` (if given)."""
+    cfg = resolve_config(cfg)
+    if out is not None:
+        check_out_dir(Path(out))
+    ctx = make_context(cfg, progress)
+    data, splits = prepare(cfg)
+    task = UnlearnTask(data, splits, cfg)
+    original, original_cost = train_original(cfg, data, ctx)
+    runs = [_run_entry("original", cfg, _metrics(evaluate_model(original, data, splits, cfg, ctx), original_cost), original_cost)]
+    log(_progress_line(runs[-1]))
+    for name in cfg.methods:
+        model, record = unlearn_one(name, original, task, ctx)
+        runs.append(_run_entry(name, cfg, _metrics(evaluate_model(model, data, splits, cfg, ctx), record), record))
+        log(_progress_line(runs[-1]))
+        if cfg.save_models and out is not None:
+            save_checkpoint(Path(out) / "models" / f"{name}.safetensors", model, C.to_dict(cfg), {"method": name})
+    _add_comparisons(runs)
+    results = {
+        "config": C.to_dict(cfg),
+        "environment": environment(ctx.device, ctx.meter.kind),
+        "data": {"classes": data.classes, "forget_classes": splits.forget_classes, "sizes": _sizes(splits)},
+        "runs": runs,
+    }
+    if out is not None:
+        write_results(results, Path(out))
+    return results
+
+
+def _run_entry(method: str, cfg, metrics: dict, record: dict) -> dict:
+    info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb")}
+    return {"method": method, "seed": cfg.seed, "metrics": metrics, "info": info}
+
+
+def _progress_line(entry: dict) -> str:
+    m = entry["metrics"]
+    return f"{entry['method']:>15}: UA {m['UA']:6.2f}  MIA {m['MIA']:6.2f}  RA {m['RA']:6.2f}  TA {m['TA']:6.2f}  {m['time_s']:6.1f} s"
+
+
+def _add_comparisons(runs: list[dict]) -> None:
+    """Avg. Gap and time ratio to retrain, when retrain ran."""
+    ref = next((r["metrics"] for r in runs if r["method"] == "retrain"), None)
+    for r in runs:
+        m = r["metrics"]
+        m["avg_gap"] = avg_gap(m, ref) if ref else None
+        m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None
+
+
+def _sizes(splits: Splits) -> dict:
+    return {k: len(getattr(splits, k)) for k in ("forget", "retain", "test_retain", "test_forget")}
+
+
+def write_results(results: dict, out: Path) -> None:
+    from .report import markdown_report
+
+    atomic_write(out / "config.yaml", C.dump_yaml(results["config"]))
+    atomic_write(out / "results.md", markdown_report(results))
+    atomic_write(out / "results.json", json.dumps(_finite(results), indent=2, allow_nan=False))
+
+
+def _finite(value):
+    """NaN (e.g. accuracy on an empty set) -> null, so results.json stays strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny configuration that trains in about a second on a CPU, its data and a trained model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from prunelora.config import load_config
+from prunelora.context import Context
+from prunelora.runner import prepare, resolve_config, train_original
+
+# ResNet-18 of width 4 on 8x8 digits, one epoch everywhere, one thread: the whole pipeline in seconds.
+TINY_OVERRIDES = ["model.width=4", "data.image_size=8", "train.epochs=1", "unlearn.epochs=1", "threads=1"]
+
+
+def pytest_configure(config):
+    # tiny models: one thread is faster than several (no synchronisation cost), and it matches threads=1
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> tuple[str, ...]:
+    return tuple(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """The resolved tiny configuration (preset values filled in)."""
+    return resolve_config(load_config(overrides=TINY_OVERRIDES))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_cfg):
+    """(ImageData, Splits) of the tiny configuration: 8x8 digits, class 3 forgotten."""
+    return prepare(tiny_cfg)
+
+
+@pytest.fixture
+def cpu_ctx() -> Context:
+    return Context(torch.device("cpu"), seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def _trained_original(tiny_cfg, tiny_data):
+    data, _ = tiny_data
+    model, record = train_original(tiny_cfg, data, Context(torch.device("cpu"), seed=0, progress=False))
+    return model.eval(), record
+
+
+@pytest.fixture
+def trained_original(_trained_original):
+    """A fresh copy of the original model trained once per session on the tiny configuration."""
+    return copy.deepcopy(_trained_original[0])
+
+
+@pytest.fixture(scope="session")
+def trained_record(_trained_original):
+    return _trained_original[1]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tiny_cfg, tmp_path_factory):
+    """A checkpoint written by `prunelora.train` for the tiny configuration (treat as read-only)."""
+    from prunelora.api import train
+
+    out = tmp_path_factory.mktemp("checkpoint") / "original"
+    train(load_config(overrides=TINY_OVERRIDES), out, progress=False)
+    return out / "model.safetensors"

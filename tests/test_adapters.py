@@ -1,0 +1,164 @@
+"""LoRA through peft: what trains, what stays frozen, merging, and the CPU dropout."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from prunelora.adapters import FastDropout, add_lora, merge_lora
+from prunelora.config import ModelConfig
+from prunelora.models import HEAD, create_model, select_layers
+
+
+class _Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _mlp_lora(dropout: float = 0.0):
+    torch.manual_seed(0)
+    return add_lora(_Mlp(), "^(?:fc1|fc2)$", r=2, alpha=4, dropout=dropout, train_modules=[HEAD], seed=0)
+
+
+def _resnet_lora(dropout: float = 0.0):
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="resnet18-tiny", width=4), num_classes=5, in_chans=1, image_size=8)
+    layers = select_layers(model, "resnet", "paper", "lora")
+    pattern = "^(?:" + "|".join(re.escape(n) for n in layers) + ")$"
+    return add_lora(model, pattern, r=2, alpha=4, dropout=dropout, train_modules=[HEAD], seed=0), layers
+
+
+def _is_adapter_or_head(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name or f"{HEAD}.modules_to_save." in name
+
+
+@pytest.mark.parametrize("build", ["mlp", "resnet"])
+def test_only_adapters_and_head_train(build):
+    model = _mlp_lora() if build == "mlp" else _resnet_lora()[0]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert trainable and all(_is_adapter_or_head(n) for n in trainable)
+    assert not any(_is_adapter_or_head(n) for n in frozen)
+    assert any(".lora_A." in n for n in trainable) and any(".lora_B." in n for n in trainable)
+    assert any(f"{HEAD}.modules_to_save." in n for n in trainable)
+    assert any(f"{HEAD}.original_module." in n for n in frozen)
+
+
+def test_resnet_adapters_on_every_block_conv():
+    model, layers = _resnet_lora()
+    adapted = {n.split(".lora_A.")[0].removeprefix("base_model.model.") for n, _ in model.named_parameters()
+               if ".lora_A." in n}
+    assert adapted == set(layers)
+    assert "conv1" not in adapted  # the stem is pruned but not adapted
+
+
+@pytest.mark.parametrize("build", ["mlp", "resnet"])
+def test_training_step_leaves_base_weights_unchanged(build):
+    model = _mlp_lora() if build == "mlp" else _resnet_lora()[0]
+    x = torch.randn(8, 6) if build == "mlp" else torch.randn(8, 1, 8, 8)
+    y = torch.randint(0, 3, (8,))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    for _ in range(2):  # lora_B starts at zero: the second step also moves lora_A
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for name, p in model.named_parameters():
+        if _is_adapter_or_head(name):
+            assert not torch.equal(p.detach(), before[name]), f"{name} did not train"
+        else:
+            torch.testing.assert_close(p.detach(), before[name], rtol=0, atol=0, msg=f"{name} changed")
+
+
+@pytest.mark.parametrize("build", ["mlp", "resnet"])
+def test_merged_model_matches_adapted_model(build):
+    model = _mlp_lora(dropout=0.1) if build == "mlp" else _resnet_lora(dropout=0.1)[0]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if _is_adapter_or_head(name):
+                p.add_(torch.randn_like(p) * 0.3)  # non-zero adapters and a changed head
+    x = torch.randn(4, 6) if build == "mlp" else torch.randn(4, 1, 8, 8)
+    model.eval()
+    with torch.no_grad():
+        adapted = model(x)
+        with model.disable_adapter():
+            base = model(x)
+    merged = merge_lora(model)
+    merged.eval()
+    assert type(merged).__name__ in ("_Mlp", "CifarResNet")
+    assert not any("lora" in n or "modules_to_save" in n for n, _ in merged.named_parameters())
+    assert type(getattr(merged, HEAD)) is nn.Linear
+    with torch.no_grad():
+        out = merged(x)
+    torch.testing.assert_close(out, adapted, atol=1e-5, rtol=1e-5)
+    assert (out - base).abs().max() > 1e-3  # the adapters changed the function
+
+
+def test_lora_dropout_is_fast_dropout_with_per_layer_seed():
+    model, layers = _resnet_lora(dropout=0.1)
+    drops = [m for m in model.modules() if isinstance(m, FastDropout)]
+    assert len(drops) == len(layers) and all(d.p == 0.1 for d in drops)
+    for d in drops:
+        d.train()
+    x = torch.ones(1000)
+    masks = [(d(x) != 0) for d in drops[:3]]
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+
+
+def test_fast_dropout_eval_is_identity():
+    d = FastDropout(0.3, seed=0).eval()
+    x = torch.randn(100)
+    assert d(x) is x
+    d0 = FastDropout(0.0, seed=0).train()
+    assert d0(x) is x
+
+
+def test_fast_dropout_train_statistics():
+    p = 0.3
+    d = FastDropout(p, seed=0).train()
+    x = torch.ones(1_000_000)
+    y = d(x)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(p, abs=0.003)  # binomial sd = 0.00046
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - p)))
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased in expectation
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_fast_dropout_rate_for_several_p(p):
+    y = FastDropout(p, seed=3).train()(torch.ones(200_000))
+    assert (y == 0).float().mean().item() == pytest.approx(p, abs=0.006)
+
+
+def test_fast_dropout_gradient_is_mask_times_scale():
+    p = 0.25
+    d = FastDropout(p, seed=7).train()
+    x = torch.randn(4, 1000, requires_grad=True)
+    y = d(x)
+    mask = (y != 0).float()
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, x.detach() * mask / (1 - p))
+    upstream = torch.randn_like(y)
+    (y * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, upstream * mask / (1 - p))
+
+
+def test_fast_dropout_seeded():
+    x = torch.ones(10_000)
+    a, b, c = (FastDropout(0.5, seed=s).train() for s in (11, 11, 12))
+    first_a, first_b, first_c = a(x), b(x), c(x)
+    torch.testing.assert_close(first_a, first_b, rtol=0, atol=0)
+    assert not torch.equal(first_a, first_c)
+    assert not torch.equal(a(x), first_a)  # the next call draws a new mask

@@ -1,0 +1,193 @@
+"""Every unlearning method on the tiny configuration, PruneLoRA's report, and the BatchNorm handling."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from prunelora.config import load_config
+from prunelora.context import Context
+from prunelora.methods import METHODS, UnlearnTask, trainable_parameters
+from prunelora.methods._train import Recipe, batches, fit, recalibrate_bn
+from prunelora.models import HEAD
+from prunelora.pruning import count_zero_rows, prune_l2_structured
+from prunelora.runner import prepare, resolve_config, train_original, unlearn_one
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], rtol=0, atol=0, msg=f"{key} changed")
+
+
+@pytest.fixture
+def unlearn_task(tiny_cfg, tiny_data):
+    data, splits = tiny_data
+    return UnlearnTask(data, splits, tiny_cfg)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_smoke(name, unlearn_task, trained_original, cpu_ctx):
+    original = trained_original
+    before = _state(original)
+    grads = {n: p.requires_grad for n, p in original.named_parameters()}
+    model, record = unlearn_one(name, original, unlearn_task, cpu_ctx)
+
+    assert model is not original
+    assert not model.training
+    x = unlearn_task.data.normalise(unlearn_task.data.x_test[:5])
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (5, unlearn_task.data.num_classes) and torch.isfinite(out).all()
+    assert record["time_s"] > 0 and record["peak_memory_mb"] > 0
+    assert record["epochs"] == 1
+    # the original is untouched: same weights and buffers, no adapters attached, same trainable flags
+    _assert_same_state(_state(original), before)
+    assert {n: p.requires_grad for n, p in original.named_parameters()} == grads
+    assert not any("lora" in n for n, _ in original.named_modules())
+    # the result is a plain model with the original's parameter names and shapes
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in before.items()}
+
+
+def test_methods_are_registered_with_summaries():
+    assert {"retrain", "finetune", "prune_finetune", "lora", "prunelora"} <= set(METHODS.names())
+    for name in METHODS.names():
+        spec = METHODS.get(name)
+        assert spec.name == name and spec.summary and callable(spec.fn)
+
+
+def test_prunelora_reports_pruning(unlearn_task, trained_original, cpu_ctx):
+    model, record = unlearn_one("prunelora", trained_original, unlearn_task, cpu_ctx)
+    # the same layers pruned the same way on a copy of the original give the reference rows
+    reference = copy.deepcopy(trained_original)
+    pruned = prune_l2_structured(reference, unlearn_task.layers(reference, "prune"), unlearn_task.config.pruning.amount)
+    convs = [n for n, m in trained_original.named_modules() if isinstance(m, nn.Conv2d)]
+    assert list(pruned) == convs
+    total = sum(m.out_channels // 2 for m in trained_original.modules() if isinstance(m, nn.Conv2d))
+    assert record["pruned_layers"] == len(convs)
+    assert record["pruned_rows"] == total == sum(len(r) for r in pruned.values())
+    still, _ = count_zero_rows(model, pruned)
+    assert record["pruned_rows_still_zero"] == still
+    # the stem is pruned but neither adapted nor trained, so its pruned rows stay zero
+    stem_zero = [i for i in range(model.conv1.out_channels) if not model.conv1.weight[i].any()]
+    assert pruned["conv1"] == stem_zero
+    assert len(pruned["conv1"]) <= still <= total
+    assert record["lora_layers"] == len(convs) - 1
+    assert 0 < record["trainable_params"] < trainable_parameters(trained_original)
+    assert "forget_head_rows_pruned" not in record  # the ResNet's head is not pruned
+    assert len(record["history"]) == 1
+
+
+def test_prunelora_is_deterministic(unlearn_task, trained_original, cpu_ctx):
+    a, _ = unlearn_one("prunelora", trained_original, unlearn_task, cpu_ctx)
+    b, _ = unlearn_one("prunelora", trained_original, unlearn_task, cpu_ctx)
+    _assert_same_state(_state(a), _state(b))
+
+
+def test_finetune_and_lora_info(unlearn_task, trained_original, cpu_ctx):
+    _, ft = unlearn_one("finetune", trained_original, unlearn_task, cpu_ctx)
+    assert ft["trainable_params"] == sum(p.numel() for p in trained_original.parameters())
+    assert "pruned_rows" not in ft
+    _, lora = unlearn_one("lora", trained_original, unlearn_task, cpu_ctx)
+    assert "pruned_rows" not in lora and 0 < lora["trainable_params"] < ft["trainable_params"]
+
+
+def test_prunelora_on_vit_prunes_the_head(tiny_overrides):
+    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
+    cfg = resolve_config(load_config(overrides=overrides + [
+        "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2"]))
+    data, splits = prepare(cfg)
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    original, _ = train_original(cfg, data, ctx)
+    unlearn_task = UnlearnTask(data, splits, cfg)
+    model, record = unlearn_one("prunelora", original, unlearn_task, ctx)
+    # the last block's attention projection (16 rows -> 8) and the head (10 rows -> 5)
+    assert record["pruned_layers"] == 2 and record["pruned_rows"] == 8 + 5 and record["lora_layers"] == 1
+    reference = copy.deepcopy(original)
+    pruned = prune_l2_structured(reference, unlearn_task.layers(reference, "prune"), cfg.pruning.amount)
+    assert record["forget_head_rows_pruned"] == sorted(set(pruned[HEAD]) & {3})
+    with torch.no_grad():
+        assert model(data.normalise(data.x_test[:2])).shape == (2, 10)
+
+
+# ---------------------------------------------------------------- batches and BatchNorm
+
+
+def test_batches():
+    assert [len(b) for b in batches(10, 4, None)] == [4, 4, 2]
+    assert [len(b) for b in batches(9, 4, None)] == [4, 5]  # a trailing batch of 1 joins the previous one
+    assert torch.cat(batches(9, 4, None)).tolist() == list(range(9))  # no sample is dropped
+    assert [len(b) for b in batches(1, 4, None)] == [1]  # unless it is the only one
+    assert torch.cat(batches(10, 4, None)).tolist() == list(range(10))
+    shuffled = torch.cat(batches(10, 4, torch.Generator().manual_seed(0)))
+    assert sorted(shuffled.tolist()) == list(range(10)) and shuffled.tolist() != list(range(10))
+    again = torch.cat(batches(10, 4, torch.Generator().manual_seed(0)))
+    assert torch.equal(shuffled, again)
+
+
+def _recalibrate_and_capture(model: nn.Module, data, index, ctx):
+    bn = model.bn1
+    with torch.no_grad():  # corrupt the running statistics first
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.fill_(100.0)
+                m.running_var.fill_(1e4)
+    seen = []
+    hook = bn.register_forward_hook(lambda mod, inputs, output: seen.append(inputs[0].detach().clone()))
+    model.eval()
+    recalibrate_bn(model, data, index, ctx)
+    hook.remove()
+    return bn, torch.cat(seen)
+
+
+def test_recalibrate_bn_single_batch(tiny_data, trained_original, cpu_ctx):
+    data, splits = tiny_data
+    index = splits.retain[torch.randperm(len(splits.retain), generator=torch.Generator().manual_seed(0))[:200]]
+    bn, inputs = _recalibrate_and_capture(trained_original, data, index, cpu_ctx)
+    assert len(inputs) == 200  # exactly the requested samples, once
+    torch.testing.assert_close(bn.running_mean, inputs.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, inputs.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
+    assert bn.momentum == 0.1  # restored after the pass
+    assert not trained_original.training  # the mode is restored
+
+
+def test_recalibrate_bn_several_batches_is_sample_mean(tiny_data, trained_original, cpu_ctx):
+    data, splits = tiny_data
+    index = splits.retain[:300]  # batches of 256 and 44
+    bn, inputs = _recalibrate_and_capture(trained_original, data, index, cpu_ctx)
+    assert len(inputs) == 300
+    torch.testing.assert_close(bn.running_mean, inputs.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_recalibrate_bn_without_batchnorm_is_a_no_op(tiny_data, cpu_ctx):
+    data, splits = tiny_data
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    before = _state(model)
+    recalibrate_bn(model, data, splits.retain[:10], cpu_ctx)
+    _assert_same_state(_state(model), before)
+
+
+def test_fit_with_frozen_bn_keeps_running_statistics(tiny_data, trained_original, cpu_ctx):
+    data, splits = tiny_data
+    model = trained_original
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.head.weight.requires_grad_(True)
+    before = _state(model)
+    recipe = Recipe(epochs=1, batch_size=128, optimizer="adam", lr=1e-2, weight_decay=0.0, bn="frozen")
+    history = fit(model, data, splits.retain[:256], recipe, cpu_ctx)
+    after = _state(model)
+    assert len(history) == 1 and {"epoch", "loss", "acc"} <= set(history[0])
+    for key in before:
+        if key == "head.weight":
+            assert not torch.equal(before[key], after[key])
+        else:
+            torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=f"{key} changed")
+    assert not model.training
