@@ -20,10 +20,10 @@ def test_digits_default_shapes(digits):
     assert len(digits.x_train) + len(digits.x_test) == 1797
     assert len(digits.x_test) == 360  # ceil(0.2 * 1797)
     assert digits.x_train.dtype == torch.uint8 and digits.x_test.dtype == torch.uint8
-    assert digits.x_train.shape[1:] == (1, 16, 16) and digits.x_test.shape[1:] == (1, 16, 16)
+    assert digits.x_train.shape[1:] == (1, 12, 12) and digits.x_test.shape[1:] == (1, 12, 12)
     assert digits.y_train.dtype == torch.int64 and len(digits.y_train) == len(digits.x_train)
     assert digits.num_classes == 10 and digits.classes == [str(i) for i in range(10)]
-    assert (digits.in_chans, digits.image_size) == (1, 16)
+    assert (digits.in_chans, digits.image_size) == (1, 12)
     assert set(digits.y_train.tolist()) == set(range(10)) == set(digits.y_test.tolist())
     assert int(digits.x_train.max()) == 255
 

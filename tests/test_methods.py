@@ -191,3 +191,22 @@ def test_fit_with_frozen_bn_keeps_running_statistics(tiny_data, trained_original
         else:
             torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=f"{key} changed")
     assert not model.training
+
+
+def test_fit_with_refit_bn_uses_statistics_recomputed_before_training(tiny_data, trained_original, cpu_ctx):
+    """bn=refit: statistics recomputed over the training samples first, then kept fixed while training."""
+    data, splits = tiny_data
+    index = splits.retain[:256]
+    model = trained_original
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.head.weight.requires_grad_(True)
+    reference = copy.deepcopy(model)
+    recalibrate_bn(reference, data, index, cpu_ctx)
+    model.bn1.running_mean.fill_(5.0)  # stale statistics must not survive
+    recipe = Recipe(epochs=1, batch_size=128, optimizer="adam", lr=1e-2, weight_decay=0.0, bn="refit")
+    fit(model, data, index, recipe, cpu_ctx)
+    for name, buf in reference.named_buffers():
+        if "running" in name:
+            torch.testing.assert_close(dict(model.named_buffers())[name], buf, rtol=0, atol=0, msg=name)
+    assert not torch.equal(model.head.weight, reference.head.weight)

@@ -45,7 +45,7 @@ def test_presets_have_paper_targets(name):
 
 def test_preset_sizes():
     assert arch_of(ModelConfig(name="resnet18")) == {"width": 64}
-    assert arch_of(ModelConfig(name="resnet18-tiny")) == {"width": 16}
+    assert arch_of(ModelConfig(name="resnet18-tiny")) == {"width": 32}
     assert arch_of(ModelConfig(name="vit-paper")) == {"width": 384, "depth": 12, "heads": 6, "patch_size": 4}
     assert arch_of(ModelConfig(name="vit-paper", depth=2)) == {"width": 384, "depth": 2, "heads": 6, "patch_size": 4}
     resnet = create_model(ModelConfig(name="resnet18-tiny", width=4), 10, 1, 8)

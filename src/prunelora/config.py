@@ -78,12 +78,13 @@ class UnlearnConfig:
     label_smoothing: float = 0.0
     # BatchNorm during unlearning. recalibrate: train as usual, then recompute the running statistics
     # over the retain set (one pass, no gradient); train: the paper's plain fine-tuning, running statistics
-    # as updated during training; frozen: BatchNorm kept in eval mode (statistics of the original model).
+    # as updated during training; frozen: BatchNorm kept in eval mode (statistics of the original model);
+    # refit: statistics recomputed over the retain set before training, then BatchNorm kept in eval mode.
     bn: str = "recalibrate"
 
     def __post_init__(self):
         _check_recipe("unlearn", self)
-        _check(self.bn in ("recalibrate", "train", "frozen"), "unlearn.bn must be recalibrate, train or frozen")
+        _check(self.bn in ("recalibrate", "train", "frozen", "refit"), "unlearn.bn must be recalibrate, train, frozen or refit")
 
 
 @dataclass

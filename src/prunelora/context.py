@@ -48,6 +48,7 @@ def seed_everything(seed: int) -> None:
 
 def set_threads(threads: int | None) -> int:
     """Set PyTorch's CPU threads (None = every core this process may use); returns the count."""
-    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (threads or os.cpu_count())
-    torch.set_num_threads(n)
-    return n
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads

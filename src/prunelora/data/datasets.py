@@ -75,7 +75,7 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
 def load_digits(config) -> ImageData:
     """scikit-learn's handwritten digits: 1,797 8x8 grey images, 10 classes; ships with scikit-learn.
 
-    Upsampled (bilinear) to `data.image_size` (default 16); split into train/test by a fixed stratified
+    Upsampled (bilinear) to `data.image_size` (default 12); split into train/test by a fixed stratified
     split (`data.test_fraction`, `data.split_seed`).
     """
     from sklearn.datasets import load_digits as sk_digits
@@ -86,7 +86,7 @@ def load_digits(config) -> ImageData:
     idx_train, idx_test = train_test_split(
         np.arange(len(images)), test_size=config.test_fraction, stratify=bunch.target, random_state=config.split_seed
     )
-    x = _resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 16)
+    x = _resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 12)
     y = torch.from_numpy(bunch.target.astype(np.int64))
     x_train, y_train = x[np.sort(idx_train)], y[np.sort(idx_train)]
     x_test, y_test = x[np.sort(idx_test)], y[np.sort(idx_test)]

@@ -25,7 +25,7 @@ class Recipe:
     weight_decay: float
     schedule: str = "constant"  # constant | onecycle
     label_smoothing: float = 0.0
-    bn: str = "train"  # train | frozen | recalibrate (see UnlearnConfig.bn)
+    bn: str = "train"  # train | frozen | recalibrate | refit (see UnlearnConfig.bn)
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
@@ -112,12 +112,14 @@ def fit(
     schedule = make_schedule(optimizer, recipe, recipe.epochs * n_batches)
     y_all = (data.y_train if labels is None else labels).to(ctx.device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    if recipe.bn == "refit":
+        recalibrate_bn(model, data, index, ctx)
     history = []
     bar = tqdm(total=recipe.epochs * n_batches, desc=desc, disable=None if ctx.progress else True, leave=False, unit="step")
     for epoch in range(recipe.epochs):
         start = time.perf_counter()
         model.train()
-        if recipe.bn == "frozen":
+        if recipe.bn in ("frozen", "refit"):
             set_bn_eval(model)
         # accumulated on the device: a .item() per step would force a GPU sync every step
         total_loss = torch.zeros((), device=ctx.device)

@@ -48,7 +48,7 @@ _VIT_RECIPE = Recipe(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05)
 
 for _name, _fn, _width, _doc in [
     ("resnet18", resnet18, 64, "CIFAR ResNet-18 (BasicBlock), width 64"),
-    ("resnet18-tiny", resnet18, 16, "CIFAR ResNet-18, width 16: the CPU default"),
+    ("resnet18-tiny", resnet18, 32, "CIFAR ResNet-18, width 32: the CPU default"),
     ("resnet50", resnet50, 64, "CIFAR ResNet-50 (Bottleneck), width 64: the paper's model"),
     ("resnet50-tiny", resnet50, 8, "CIFAR ResNet-50, width 8"),
 ]:
