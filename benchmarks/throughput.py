@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from prunelora.adapters import add_lora
 from prunelora.config import load_config
 from prunelora.context import set_threads
+from prunelora.data import load_dataset
 from prunelora.models import MODELS, arch_of, create_model, select_layers
 from prunelora.pruning import prune_l2_structured
 from prunelora.runner import resolve_config, run
@@ -62,10 +63,11 @@ def time_steps(step, n: int) -> float:
 
 
 def loop_benchmark(cfg, reps: int = 3, steps: int = 10) -> None:
-    size = cfg.data.image_size or 16
+    data = load_dataset(cfg.data)
+    size, chans, classes = data.image_size, data.in_chans, data.num_classes
     spec = MODELS.get(cfg.model.name)
-    base = create_model(cfg.model, 10, 1, size)
-    x, y = torch.randn(cfg.unlearn.batch_size, 1, size, size), torch.randint(0, 10, (cfg.unlearn.batch_size,))
+    base = create_model(cfg.model, classes, chans, size)
+    x, y = torch.randn(cfg.unlearn.batch_size, chans, size, size), torch.randint(0, classes, (cfg.unlearn.batch_size,))
     depth = arch_of(cfg.model).get("depth")
     lora_names = select_layers(base, spec.family, cfg.lora.targets, "lora", depth)
     pattern = "^(?:" + "|".join(re.escape(n) for n in lora_names) + ")$"

@@ -21,6 +21,7 @@ from .metrics.evaluate import accuracy, predict
 from .models import create_model
 from .runner import (
     check_out_dir,
+    combine_metrics,
     evaluate_model,
     make_context,
     prepare,
@@ -72,9 +73,7 @@ def unlearn(
     data, splits = prepare(cfg)
     original = _build(state, cfg, data, checkpoint).to(ctx.device)
     model, record = unlearn_one(method, original, UnlearnTask(data, splits, cfg), ctx)
-    metrics = evaluate_model(model, data, splits, cfg, ctx)
-    metrics.update(time_s=record["time_s"], time_per_epoch_s=record["time_s"] / record["epochs"],
-                   peak_memory_mb=record["peak_memory_mb"])
+    metrics = combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record)
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb", "history")}
     save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "unlearned", "method": method})
     atomic_write(out / "metrics.json", json.dumps({

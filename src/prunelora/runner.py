@@ -23,7 +23,7 @@ from .data import DATASETS, ImageData, Splits, load_dataset, make_splits, resolv
 from .errors import UserError
 from .io import atomic_write, environment, save_checkpoint
 from .methods import METHODS, UnlearnTask
-from .methods._train import Recipe, fit
+from .methods._train import fit, recipe_from
 from .metrics.cost import CostMeter
 from .metrics.evaluate import avg_gap, evaluate
 from .models import MODELS, create_model
@@ -68,12 +68,11 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
     """Train the original model on the whole train set; returns it and its cost record."""
     seed_everything(cfg.seed)
     model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size).to(ctx.device)
-    t = cfg.train
-    recipe = Recipe(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay, t.schedule, t.label_smoothing)
     ctx.meter = CostMeter(ctx.device)
     with ctx.meter.measure():
-        history = fit(model, data, torch.arange(len(data.y_train)), recipe, ctx, desc="original")
-    return model, {"time_s": ctx.meter.seconds, "epochs": t.epochs, "peak_memory_mb": ctx.meter.peak_mb, "history": history}
+        history = fit(model, data, torch.arange(len(data.y_train)), recipe_from(cfg.train), ctx, desc="original")
+    record = {"time_s": ctx.meter.seconds, "epochs": cfg.train.epochs, "peak_memory_mb": ctx.meter.peak_mb}
+    return model, {**record, "history": history}
 
 
 def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context) -> tuple[nn.Module, dict]:
@@ -93,7 +92,8 @@ def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg: C.Exp
     return evaluate(model, data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval.batch_size)
 
 
-def _metrics(quality: dict, record: dict) -> dict:
+def combine_metrics(quality: dict, record: dict) -> dict:
+    """Quality metrics plus the cost of the step (seconds, seconds per epoch, peak memory)."""
     time_s, epochs = record["time_s"], record["epochs"]
     return {**quality, "time_s": time_s, "time_per_epoch_s": time_s / epochs, "peak_memory_mb": record["peak_memory_mb"]}
 
@@ -112,11 +112,11 @@ def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool =
     data, splits = prepare(cfg)
     task = UnlearnTask(data, splits, cfg)
     original, original_cost = train_original(cfg, data, ctx)
-    runs = [_run_entry("original", cfg, _metrics(evaluate_model(original, data, splits, cfg, ctx), original_cost), original_cost)]
+    runs = [_run_entry("original", cfg, combine_metrics(evaluate_model(original, data, splits, cfg, ctx), original_cost), original_cost)]
     log(_progress_line(runs[-1]))
     for name in cfg.methods:
         model, record = unlearn_one(name, original, task, ctx)
-        runs.append(_run_entry(name, cfg, _metrics(evaluate_model(model, data, splits, cfg, ctx), record), record))
+        runs.append(_run_entry(name, cfg, combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record), record))
         log(_progress_line(runs[-1]))
         if cfg.save_models and out is not None:
             save_checkpoint(Path(out) / "models" / f"{name}.safetensors", model, C.to_dict(cfg), {"method": name})

@@ -17,7 +17,7 @@ from torch import nn
 from ..data import ImageData, Splits
 from ..models import HEAD, MODELS, arch_of, select_layers
 from ..registry import Registry
-from ._train import Recipe
+from ._train import Recipe, recipe_from
 
 
 @dataclass
@@ -33,12 +33,10 @@ class UnlearnTask:
         return select_layers(model, spec.family, targets, kind, arch_of(self.config.model).get("depth"))
 
     def unlearn_recipe(self) -> Recipe:
-        u = self.config.unlearn
-        return Recipe(u.epochs, u.batch_size, u.optimizer, u.lr, u.weight_decay, u.schedule, u.label_smoothing, u.bn)
+        return recipe_from(self.config.unlearn)
 
     def train_recipe(self) -> Recipe:
-        t = self.config.train
-        return Recipe(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay, t.schedule, t.label_smoothing)
+        return recipe_from(self.config.train)
 
 
 @dataclass

@@ -28,6 +28,14 @@ class Recipe:
     bn: str = "train"  # train | frozen | recalibrate | refit (see UnlearnConfig.bn)
 
 
+def recipe_from(section) -> Recipe:
+    """The Recipe of a resolved TrainConfig or UnlearnConfig."""
+    return Recipe(
+        section.epochs, section.batch_size, section.optimizer, section.lr, section.weight_decay,
+        section.schedule, section.label_smoothing, getattr(section, "bn", "train"),
+    )
+
+
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
