@@ -13,7 +13,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from prunelora.api import load_model
+from prunelora.api import evaluate_checkpoint, load_model
 from prunelora.cli import main
 from prunelora.config import PAPER_METHODS, load_config
 from prunelora.context import Context
@@ -31,8 +31,22 @@ def run_output(tmp_path_factory, tiny_overrides):
     out = tmp_path_factory.mktemp("run") / "out"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["run", "--out", str(out), "-q", *tiny_overrides])
+        code = main(["run", "--out", str(out), "-q", "save_models=true", *tiny_overrides])
     return code, out, stdout.getvalue()
+
+
+def test_saved_models_reproduce_the_reported_metrics(run_output):
+    """save_models=true writes each unlearned model; evaluating it gives the numbers in results.json."""
+    _, out, _ = run_output
+    results = json.loads((out / "results.json").read_text())
+    for entry in results["runs"]:
+        if entry["method"] == "original":
+            continue
+        path = out / "models" / f"{entry['method']}.safetensors"
+        assert path.is_file() and path.with_suffix(".yaml").is_file()
+        metrics = evaluate_checkpoint(path)
+        for key in ("UA", "RA", "TA", "MIA"):
+            assert metrics[key] == pytest.approx(entry["metrics"][key], abs=1e-9), (entry["method"], key)
 
 
 def test_run_writes_results(run_output):

@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"prunelora: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # a diverging loss: no traceback, but not a success either
+        print(f"prunelora: error: {err}; lower the learning rate (train.lr / unlearn.lr)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("prunelora: interrupted", file=sys.stderr)
         return 130
