@@ -52,7 +52,7 @@ def test_saved_models_reproduce_the_reported_metrics(run_output):
 def test_run_writes_results(run_output):
     code, out, _ = run_output
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "config.yaml"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "config.yaml", "models"}
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"config", "environment", "data", "runs"}
 
