@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	# the second embedded data set; --no-deps: its own loader needs TensorFlow, prunelora reads the files directly
+	$(BIN)/pip install --quiet --no-deps animal-mnist==0.4
 	touch $(STAMP)
 
 demo: $(STAMP)

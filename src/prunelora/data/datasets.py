@@ -6,6 +6,9 @@ layout serves the GPU path. No per-sample Python runs in the training loop.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +95,78 @@ def load_digits(config) -> ImageData:
     x_test, y_test = x[np.sort(idx_test)], y[np.sort(idx_test)]
     mean, std = _channel_stats(x_train)
     return ImageData("digits", x_train, y_train, x_test, y_test, [str(i) for i in range(10)], mean, std)
+
+
+ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+ANIMAL_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain numpy arrays and nothing else: any other global is refused."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load '{module}.{name}': only plain numpy arrays are allowed")
+        if name == "_reconstruct":
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own array reconstructor, whatever its module
+        return getattr(np, name)
+
+
+def read_array_pickle(path: Path) -> np.ndarray:
+    """A gzip-compressed pickle holding one numpy array, read without executing anything else."""
+    try:
+        with gzip.open(path, "rb") as f:
+            value = _ArrayUnpickler(f).load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        raise UserError(f"'{path}' is not a gzip-compressed numpy array ({err}); reinstall animal-mnist") from None
+    if not isinstance(value, np.ndarray):
+        raise UserError(f"'{path}' does not hold a numpy array; reinstall animal-mnist")
+    return value
+
+
+def _animal_dir(config) -> Path:
+    if config.root:
+        folder = Path(config.root).expanduser()
+    else:
+        spec = importlib.util.find_spec("animal_mnist")
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(
+                "data set 'animal-mnist' needs the animal-mnist wheel: pip install --no-deps animal-mnist==0.4 "
+                "(its files are read directly; --no-deps skips its TensorFlow requirement)"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "Animal_MNIST"
+    missing = [name for name in ANIMAL_FILES if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"animal-mnist files {', '.join(missing)} not found in '{folder}'; set data.root to their folder")
+    return folder
+
+
+@DATASETS.register("animal-mnist")
+def load_animal_mnist(config) -> ImageData:
+    """Animal-MNIST: 10,000 28x28 grey silhouettes of 10 animals (MIT), from the animal-mnist wheel.
+
+    Harder than digits (cats, dogs and horses share shapes), so forgetting and membership signals show.
+    Resized to `data.image_size` (default 16); fixed stratified split (`data.test_fraction`, `data.split_seed`).
+    """
+    from sklearn.model_selection import train_test_split
+
+    folder = _animal_dir(config)
+    images, labels = (read_array_pickle(folder / name) for name in ANIMAL_FILES)
+    if images.shape[1:] != (28, 28) or images.dtype != np.uint8 or len(images) != len(labels):
+        raise UserError(f"animal-mnist files in '{folder}' have an unexpected shape or type; reinstall animal-mnist")
+    idx_train, idx_test = train_test_split(
+        np.arange(len(images)), test_size=config.test_fraction, stratify=labels, random_state=config.split_seed
+    )
+    x = _resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 16)
+    y = torch.from_numpy(labels.astype(np.int64))
+    idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
+    mean, std = _channel_stats(x[idx_train])
+    return ImageData("animal-mnist", x[idx_train], y[idx_train], x[idx_test], y[idx_test], list(ANIMAL_CLASSES), mean, std)
 
 
 @DATASETS.register("cifar10")
