@@ -122,19 +122,13 @@ def test_cifar10_without_root():
 
 
 def test_cifar10_missing_root(tmp_path):
-    with pytest.raises(UserError, match=r"cifar-10-batches-py.*data\.root"):
+    with pytest.raises(UserError, match=r"cifar-10-batches-py.*is missing; set data\.root"):
         load_dataset(DataConfig(name="cifar10", root=str(tmp_path / "nonexistent")))
 
 
-def test_cifar10_root_without_folder(tmp_path):
-    (tmp_path / "something-else").mkdir()
-    with pytest.raises(UserError, match=r"no 'cifar-10-batches-py' folder under .*data\.root"):
-        load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
-
-
-def test_cifar10_empty_folder_is_reported_as_corrupted(tmp_path):
+def test_cifar10_empty_folder_names_the_missing_file(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()
-    with pytest.raises(UserError, match="missing or corrupted"):
+    with pytest.raises(UserError, match=r"batches\.meta' is missing"):
         load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
 
 

@@ -29,6 +29,8 @@ class DataConfig:
     image_size: int | None = None  # side in pixels after resizing; None = the data set's own default
     test_fraction: float = 0.2  # share held out as test set, for data sets without their own (stratified)
     split_seed: int = 0  # seed of that fixed train/test split (independent of the experiment seed)
+    download: bool = False  # fetch the files into data.root with torchvision's downloaders (needs internet)
+    verify: bool = True  # check files against their published checksums (CIFAR, SVHN)
 
     def __post_init__(self):
         _check(0.0 < self.test_fraction < 1.0, "data.test_fraction must be in (0, 1)")

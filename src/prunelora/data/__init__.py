@@ -1,5 +1,6 @@
 """Data sets (in-memory uint8 tensors) and forget/retain/test splits."""
 
+from . import vision  # noqa: F401  (registers the on-disk data sets)
 from .datasets import DATASETS, ImageData, load_dataset
 from .splits import Splits, make_splits, resolve_classes
 

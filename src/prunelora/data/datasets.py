@@ -6,6 +6,7 @@ layout serves the GPU path. No per-sample Python runs in the training loop.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import importlib.util
 import pickle
@@ -101,12 +102,13 @@ ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "h
 ANIMAL_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain numpy arrays and nothing else: any other global is refused."""
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers (dicts, lists, strings, numbers); any other global is refused."""
 
     ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes; a pure function
     })
 
     def find_class(self, module: str, name: str):
@@ -114,6 +116,8 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load '{module}.{name}': only plain numpy arrays are allowed")
         if name == "_reconstruct":
             return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own array reconstructor, whatever its module
+        if module == "_codecs":
+            return codecs.encode
         return getattr(np, name)
 
 
@@ -121,7 +125,7 @@ def read_array_pickle(path: Path) -> np.ndarray:
     """A gzip-compressed pickle holding one numpy array, read without executing anything else."""
     try:
         with gzip.open(path, "rb") as f:
-            value = _ArrayUnpickler(f).load()
+            value = ArrayUnpickler(f).load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
         raise UserError(f"'{path}' is not a gzip-compressed numpy array ({err}); reinstall animal-mnist") from None
     if not isinstance(value, np.ndarray):
@@ -167,34 +171,3 @@ def load_animal_mnist(config) -> ImageData:
     idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
     mean, std = _channel_stats(x[idx_train])
     return ImageData("animal-mnist", x[idx_train], y[idx_train], x[idx_test], y[idx_test], list(ANIMAL_CLASSES), mean, std)
-
-
-@DATASETS.register("cifar10")
-def load_cifar10(config) -> ImageData:
-    """CIFAR-10 from `data.root` in its python format (cifar-10-batches-py), read by torchvision."""
-    from torchvision.datasets import CIFAR10
-
-    root = _require_root(config, "cifar10", "cifar-10-batches-py")
-    try:
-        train, test = CIFAR10(root, train=True), CIFAR10(root, train=False)
-    except RuntimeError as err:
-        raise UserError(f"cifar10 files under '{root}' are missing or corrupted ({err}); re-download them") from None
-    x_train = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
-    x_test = torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous()
-    if config.image_size:
-        x_train, x_test = _resize_uint8(x_train, config.image_size), _resize_uint8(x_test, config.image_size)
-    mean, std = _channel_stats(x_train)
-    return ImageData(
-        "cifar10", x_train, torch.tensor(train.targets), x_test, torch.tensor(test.targets), list(train.classes), mean, std
-    )
-
-
-def _require_root(config, name: str, expected: str) -> Path:
-    if not config.root:
-        raise UserError(f"data set '{name}' is read from disk: set data.root=DIR (the folder that holds {expected}/)")
-    root = Path(config.root).expanduser()
-    if not (root / expected).is_dir():
-        raise UserError(
-            f"data set '{name}' not found: no '{expected}' folder under '{root}'; set data.root to the folder that holds it"
-        )
-    return root
