@@ -12,7 +12,7 @@ from prunelora.methods import METHODS
 from prunelora.runner import resolve_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-CONFIG_FILES = sorted(CONFIG_DIR.glob("*.yaml")) + sorted(CONFIG_DIR.glob("*.yml"))
+CONFIG_FILES = sorted(CONFIG_DIR.rglob("*.yaml")) + sorted(CONFIG_DIR.rglob("*.yml"))
 
 
 def test_defaults():

@@ -31,10 +31,12 @@ class DataConfig:
     split_seed: int = 0  # seed of that fixed train/test split (independent of the experiment seed)
     download: bool = False  # fetch the files into data.root with torchvision's downloaders (needs internet)
     verify: bool = True  # check files against their published checksums (CIFAR, SVHN)
+    augment: str | None = None  # none | crop | crop_flip; None = the data set's (CIFAR: crop_flip, SVHN: crop)
 
     def __post_init__(self):
         _check(0.0 < self.test_fraction < 1.0, "data.test_fraction must be in (0, 1)")
         _check(self.image_size is None or self.image_size >= 8, "data.image_size must be at least 8 pixels")
+        _check(self.augment in (None, "none", "crop", "crop_flip"), "data.augment must be none, crop or crop_flip")
 
 
 @dataclass

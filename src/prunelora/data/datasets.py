@@ -33,6 +33,7 @@ class ImageData:
     classes: list[str]
     mean: tuple[float, ...]  # per channel, in [0, 1] units
     std: tuple[float, ...]
+    augment: str = "none"  # training augmentation: none | crop | crop_flip (see data/augment.py)
 
     @property
     def num_classes(self) -> int:
@@ -57,8 +58,11 @@ DATASETS: Registry = Registry("data set")
 
 
 def load_dataset(config) -> ImageData:
-    """Load the data set named by a DataConfig."""
-    return DATASETS.get(config.name)(config)
+    """Load the data set named by a DataConfig; `data.augment` overrides the data set's own augmentation."""
+    data = DATASETS.get(config.name)(config)
+    if config.augment is not None:
+        data.augment = config.augment
+    return data
 
 
 def _resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:

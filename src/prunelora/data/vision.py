@@ -76,11 +76,11 @@ def _download(config, name: str, root: Path) -> None:
         raise UserError(f"could not download {name} into '{root}' ({type(err).__name__}: {err})") from None
 
 
-def _finish(name, x_train, y_train, x_test, y_test, classes, config, native: int) -> ImageData:
+def _finish(name, x_train, y_train, x_test, y_test, classes, config, native: int, augment: str = "none") -> ImageData:
     size = config.image_size or native
     x_train, x_test = _resize_uint8(x_train, size), _resize_uint8(x_test, size)
     mean, std = _channel_stats(x_train)
-    return ImageData(name, x_train, y_train, x_test, y_test, list(classes), mean, std)
+    return ImageData(name, x_train, y_train, x_test, y_test, list(classes), mean, std, augment)
 
 
 def _cifar(config, name: str) -> ImageData:
@@ -101,7 +101,7 @@ def _cifar(config, name: str) -> ImageData:
 
     meta = _load_pickle(_check_file(folder / spec.meta["filename"], spec.meta["md5"], config, name))
     (x_train, y_train), (x_test, y_test) = read(spec.train_list), read(spec.test_list)
-    return _finish(name, x_train, y_train, x_test, y_test, meta[spec.meta["key"]], config, 32)
+    return _finish(name, x_train, y_train, x_test, y_test, meta[spec.meta["key"]], config, 32, "crop_flip")
 
 
 @DATASETS.register("cifar10")
@@ -171,7 +171,8 @@ def load_svhn(config) -> ImageData:
         return x, y
 
     (x_train, y_train), (x_test, y_test) = read("train"), read("test")
-    return _finish("svhn", x_train, y_train, x_test, y_test, [str(i) for i in range(10)], config, 32)
+    # digits must not be mirrored: crop only
+    return _finish("svhn", x_train, y_train, x_test, y_test, [str(i) for i in range(10)], config, 32, "crop")
 
 
 def _open(path: Path):

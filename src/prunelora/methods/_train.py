@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..context import Context
 from ..data import ImageData
+from ..data.augment import augment
 
 
 @dataclass
@@ -135,7 +136,8 @@ def fit(
         seen = 0
         for idx in batches(len(index), recipe.batch_size, generator):
             rows = index[idx]
-            x = data.normalise(data.x_train[rows].to(ctx.device, non_blocking=True))
+            x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, generator)
+            x = data.normalise(x)
             y = y_all[rows.to(ctx.device)]
             with ctx.meter.step():
                 logits = model(x)
