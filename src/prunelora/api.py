@@ -49,9 +49,10 @@ def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True) -> di
 def load_model(checkpoint: str | Path, overrides: list[str] = (), config_file: str | None = None):
     """(state dict, resolved config) of a checkpoint; overrides may not change model.* or data.*."""
     state, saved, _ = read_checkpoint(checkpoint)
+    fixed = C.from_dict(C.ExperimentConfig, saved)  # the checkpoint's own settings, newer keys at their defaults
     cfg = resolve_config(C.load_config(config_file, overrides, base=saved))
     for section in ("model", "data"):
-        if C.to_dict(getattr(cfg, section)) != saved.get(section):
+        if getattr(cfg, section) != getattr(fixed, section):
             raise UserError(f"the checkpoint fixes the {section} settings; remove the {section}.* overrides")
     return state, cfg
 

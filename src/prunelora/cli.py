@@ -115,6 +115,7 @@ def cmd_list(args) -> int:
         spec = MODELS.get(name)
         presets = ", ".join(target_presets(spec.family))
         print(f"  {name:<16} {spec.description} (targets: {presets})")
+    print("  timm:<name>      any timm architecture (model.pretrained=true fetches weights; targets: paper)")
     print("data sets:")
     for name in DATASETS:
         doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()[0]

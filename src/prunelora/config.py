@@ -41,11 +41,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet18-tiny"  # a registered model preset (see `prunelora list`)
+    name: str = "resnet18-tiny"  # a registered model preset (see `prunelora list`) or timm:<any timm model>
     width: int | None = None  # ResNet: channels of the first stage; ViT: embedding width
     depth: int | None = None  # ViT: number of transformer blocks
     heads: int | None = None  # ViT: attention heads per block
     patch_size: int | None = None  # ViT: patch side in pixels
+    init: str | None = None  # start from these weights (safetensors, or a state dict .pt read weights_only)
+    pretrained: bool = False  # timm:<name> models: fetch timm's pretrained weights (needs internet)
 
     def __post_init__(self):
         for key in ("width", "depth", "heads", "patch_size"):

@@ -72,6 +72,30 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
     return state, json.loads(meta["config"]), json.loads(meta.get("extra", "{}"))
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a user's file: safetensors, or a PyTorch state dict read with weights_only=True (never
+    unpickling code). A {"state_dict": ...} or {"model": ...} wrapper is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model.init file '{path}' does not exist; pass a .safetensors or state-dict .pt file")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserError(f"'{path}' is not a readable safetensors file ({err})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  torch.load raises many types for foreign or unsafe files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"'{path}' is not a plain state dict that loads with weights_only=True ({first})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"'{path}' does not hold a state dict (a mapping of parameter names to tensors)")
+    return state
+
+
 def load_weights(model: nn.Module, state: dict, path: str | Path) -> nn.Module:
     """Load a state dict strictly; a mismatch names the first differing keys."""
     own = model.state_dict()

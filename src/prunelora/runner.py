@@ -21,18 +21,18 @@ from . import config as C
 from .context import Context, pick_device, seed_everything, set_threads
 from .data import DATASETS, ImageData, Splits, load_dataset, make_splits, resolve_classes
 from .errors import UserError
-from .io import atomic_write, environment, save_checkpoint
+from .io import atomic_write, environment, load_weights, read_state_dict, save_checkpoint
 from .methods import METHODS, UnlearnTask
 from .methods._train import fit, recipe_from
 from .metrics.cost import CostMeter
 from .metrics.evaluate import avg_gap, evaluate
-from .models import MODELS, create_model
+from .models import create_model, get_spec
 
 
 def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     """Check names and fill every `None` with the model preset's value; the result is what runs."""
     cfg = copy.deepcopy(cfg)
-    spec = MODELS.get(cfg.model.name)
+    spec = get_spec(cfg.model.name)
     DATASETS.get(cfg.data.name)
     if cfg.methods == ["all"]:
         cfg.methods = list(METHODS.names())
@@ -65,9 +65,13 @@ def method_seed(seed: int, name: str) -> int:
 
 
 def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tuple[nn.Module, dict]:
-    """Train the original model on the whole train set; returns it and its cost record."""
+    """Train the original model on the whole train set (or load `model.init`); returns it and its cost record."""
     seed_everything(cfg.seed)
-    model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size).to(ctx.device)
+    model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
+    if cfg.model.init:
+        load_weights(model, read_state_dict(cfg.model.init), cfg.model.init)
+        return model.to(ctx.device).eval(), {"time_s": 0.0, "epochs": 0, "peak_memory_mb": 0.0, "loaded_from": cfg.model.init}
+    model = model.to(ctx.device)
     ctx.meter = CostMeter(ctx.device)
     with ctx.meter.measure():
         history = fit(model, data, torch.arange(len(data.y_train)), recipe_from(cfg.train), ctx, desc="original")
@@ -95,7 +99,8 @@ def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg: C.Exp
 def combine_metrics(quality: dict, record: dict) -> dict:
     """Quality metrics plus the cost of the step (seconds, seconds per epoch, peak memory)."""
     time_s, epochs = record["time_s"], record["epochs"]
-    return {**quality, "time_s": time_s, "time_per_epoch_s": time_s / epochs, "peak_memory_mb": record["peak_memory_mb"]}
+    per_epoch = time_s / epochs if epochs else None
+    return {**quality, "time_s": time_s, "time_per_epoch_s": per_epoch, "peak_memory_mb": record["peak_memory_mb"]}
 
 
 def check_out_dir(out: Path) -> None:

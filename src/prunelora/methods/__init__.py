@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..data import ImageData, Splits
-from ..models import HEAD, MODELS, arch_of, select_layers
+from ..models import HEAD, arch_of, get_spec, select_layers
 from ..registry import Registry
 from ._train import Recipe, recipe_from
 
@@ -28,7 +28,7 @@ class UnlearnTask:
 
     def layers(self, model: nn.Module, kind: str) -> list[str]:
         """The layers the config's `pruning.targets` (kind='prune') or `lora.targets` (kind='lora') select."""
-        spec = MODELS.get(self.config.model.name)
+        spec = get_spec(self.config.model.name)
         targets = self.config.pruning.targets if kind == "prune" else self.config.lora.targets
         return select_layers(model, spec.family, targets, kind, arch_of(self.config.model).get("depth"))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ..adapters import add_lora, merge_lora
-from ..models import HEAD
+from ..models import classifier_name
 from ..pruning import count_zero_rows, prune_l2_structured
 from . import Unlearned, UnlearnTask, register_method, trainable_parameters
 from ._train import fit
@@ -25,9 +25,10 @@ def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     """Optionally prune, then train LoRA adapters plus the head on the retain set, then merge."""
     cfg = task.config
     pruned = prune_l2_structured(model, task.layers(model, "prune"), cfg.pruning.amount) if prune else {}
-    lora_layers = [name for name in task.layers(model, "lora") if name != HEAD]
+    head = classifier_name(model)
+    lora_layers = [name for name in task.layers(model, "lora") if name != head]
     pattern = "|".join(re.escape(name) for name in lora_layers)
-    wrapped = add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, [HEAD], ctx.seed)
+    wrapped = add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, [head], ctx.seed)
     info = {"lora_layers": len(lora_layers), "trainable_params": trainable_parameters(wrapped)}
     recipe = task.unlearn_recipe()
     info["history"] = fit(wrapped, task.data, task.splits.retain, recipe, ctx, desc="adapt")
@@ -35,8 +36,8 @@ def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     if pruned:
         still, total = count_zero_rows(merged, pruned)
         info.update(pruned_layers=len(pruned), pruned_rows=total, pruned_rows_still_zero=still)
-        if HEAD in pruned:
-            info["forget_head_rows_pruned"] = sorted(set(pruned[HEAD]) & set(task.splits.forget_classes))
+        if head in pruned:
+            info["forget_head_rows_pruned"] = sorted(set(pruned[head]) & set(task.splits.forget_classes))
     return Unlearned(merged, recipe.epochs, info)
 
 

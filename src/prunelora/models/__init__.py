@@ -18,7 +18,8 @@ from ..registry import Registry
 from .resnet import resnet18, resnet50
 from .vit import vit
 
-HEAD = "head"  # every model's classifier module is called `head` (timm's convention)
+HEAD = "head"  # the classifier of the built-in models (timm's convention); other models: classifier_name()
+TIMM_PREFIX = "timm:"
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,43 @@ MODELS.add("vit-tiny", ModelSpec(
     "ViT, 4 blocks, 4 heads, width 64, patch 4"))
 
 
+_TIMM_RECIPE = Recipe(epochs=30, optimizer="adamw", lr=1e-3, weight_decay=0.05)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The preset of a model name; `timm:<name>` is any timm architecture (generic layer presets)."""
+    if name.startswith(TIMM_PREFIX):
+        return ModelSpec("timm", _build_timm, {}, _TIMM_RECIPE, 8, 16, f"timm model {name[len(TIMM_PREFIX):]}")
+    return MODELS.get(name)
+
+
+def _build_timm(name: str, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    import timm
+
+    if not timm.list_models(name) and not timm.list_models(name, pretrained=True):
+        close = timm.list_models(f"*{name[:4]}*")[:8]
+        hint = f" Similar: {', '.join(close)}." if close else ""
+        raise UserError(f"unknown timm model '{name}'.{hint} See timm.list_models().")
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
+    except (OSError, RuntimeError) as err:
+        raise UserError(f"could not build timm model '{name}' ({err}); without internet use model.init=FILE") from None
+
+
+def classifier_name(model: nn.Module) -> str:
+    """Module name of the classifier (`get_classifier()` where the model has it, else `head`)."""
+    get = getattr(model, "get_classifier", None)
+    if get is not None:
+        target = get()
+        for name, module in model.named_modules():
+            if module is target:
+                return name
+    return HEAD
+
+
 def target_presets(family: str, depth: int | None = None) -> dict[str, dict[str, str]]:
-    """Named layer selections per family: {preset: {"prune": regex, "lora": regex}}."""
+    """Named layer selections per family: {preset: {"prune": regex, "lora": regex}}; `{head}` stands for the
+    classifier's module name."""
     if family == "resnet":
         convs = r"layer\d+\.\d+\.(conv\d|shortcut\.0)"
         return {
@@ -71,19 +107,21 @@ def target_presets(family: str, depth: int | None = None) -> dict[str, dict[str,
             "paper": {"prune": rf"conv1|{convs}", "lora": convs},
             "blocks": {"prune": convs, "lora": convs},
         }
+    if family == "timm":  # any architecture: every Conv2d / Linear except the classifier
+        return {"paper": {"prune": "(?!{head}$).*", "lora": "(?!{head}$).*"}}
     last = f"blocks\\.{(depth or 1) - 1}\\.attn\\.proj"
     linears = r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc\d)"
     return {
         # the paper: the last block's attention output projection and the head are pruned; LoRA on the former
-        "paper": {"prune": rf"{last}|{HEAD}", "lora": last},
-        "all": {"prune": rf"{linears}|{HEAD}", "lora": linears},
+        "paper": {"prune": rf"{last}|{{head}}", "lora": last},
+        "all": {"prune": rf"{linears}|{{head}}", "lora": linears},
         "no_head": {"prune": last, "lora": last},
     }
 
 
 def arch_of(config) -> dict:
     """The architecture arguments of a model config, preset values filled in."""
-    spec = MODELS.get(config.name)
+    spec = get_spec(config.name)
     arch = dict(spec.arch)
     for key in ("width", "depth", "heads", "patch_size"):
         value = getattr(config, key)
@@ -96,8 +134,10 @@ def arch_of(config) -> dict:
 
 def create_model(config, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
     """Build the model a config describes, for `num_classes` classes and `in_chans` x image_size^2 inputs."""
-    spec = MODELS.get(config.name)
+    spec = get_spec(config.name)
     arch = arch_of(config)
+    if spec.family == "timm":
+        return spec.build(config.name[len(TIMM_PREFIX):], num_classes, in_chans, config.pretrained)
     if spec.family == "vit":
         if image_size % arch["patch_size"]:
             raise UserError(f"image size {image_size} is not a multiple of model.patch_size {arch['patch_size']}")
@@ -111,6 +151,7 @@ def select_layers(model: nn.Module, family: str, targets: str, kind: str, depth:
     """Names of the Conv2d / Linear layers a target preset (or a regex) selects, for kind prune | lora."""
     presets = target_presets(family, depth)
     pattern = presets[targets][kind] if targets in presets else targets
+    pattern = pattern.replace("{head}", re.escape(classifier_name(model)))
     try:
         regex = re.compile(pattern)
     except re.error as err:

@@ -80,6 +80,9 @@ class CifarResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
