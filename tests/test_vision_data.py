@@ -183,3 +183,25 @@ def test_run_end_to_end_on_an_image_folder(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["classes"] == ["cat", "dog", "horse"] and results["data"]["forget_classes"] == [1]
     assert [r["method"] for r in results["runs"]] == ["original", "finetune", "prunelora"]
+
+
+@pytest.mark.parametrize(
+    "config, shrink",
+    [
+        ("cifar10_resnet50.yaml", ["model.width=4"]),
+        ("cifar10_vit.yaml", ["model.width=16", "model.depth=2", "model.heads=2"]),
+    ],
+)
+def test_paper_configs_run_on_cifar_files(tmp_path, capsys, config, shrink):
+    """The paper's configs, shrunk to a tiny model, run end to end on CIFAR-format files."""
+    from pathlib import Path
+
+    write_cifar10(tmp_path / "data")
+    path = Path(__file__).resolve().parent.parent / "configs" / "paper" / config
+    out = tmp_path / "out"
+    argv = ["run", "--config", str(path), "--out", str(out), f"data.root={tmp_path / 'data'}", "data.verify=false",
+            "train.epochs=1", "unlearn.epochs=1", "data.image_size=8", "threads=1", "-q",
+            "methods=retrain,prunelora", *shrink]
+    assert main(argv) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["data"]["augment"] == "crop_flip" and results["data"]["forget_classes"] == [3]

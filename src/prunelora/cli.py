@@ -38,12 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "write the metrics to this JSON file")
     p.add_argument("--checkpoint", required=True, help="a .safetensors file written by prunelora")
     sub.add_parser("list", help="methods, models and data sets")
+    parser.commands = dict(sub.choices)  # name -> sub-parser, for intermixed parsing in main()
     return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Options and KEY=VALUE overrides in any order (`run seed=1 -q methods=lora` works)."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in parser.commands:
+        args = parser.commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # --help, or an unknown command
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "list": cmd_list}[
             args.command
         ](args)
