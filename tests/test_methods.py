@@ -210,3 +210,21 @@ def test_fit_with_refit_bn_uses_statistics_recomputed_before_training(tiny_data,
         if "running" in name:
             torch.testing.assert_close(dict(model.named_buffers())[name], buf, rtol=0, atol=0, msg=name)
     assert not torch.equal(model.head.weight, reference.head.weight)
+
+
+def test_gpu_only_options_are_off_on_the_cpu():
+    ctx = Context(torch.device("cpu"), amp=True, channels_last=True, compile=False)
+    assert not ctx.amp and not ctx.channels_last
+    model = nn.Conv2d(1, 2, 3)
+    assert ctx.prepare_model(model) is model
+    x = torch.randn(2, 1, 4, 4)
+    assert ctx.prepare_input(x) is x
+    with ctx.autocast():
+        assert torch.get_autocast_dtype("cpu") is not None and not torch.is_autocast_enabled("cpu")
+
+
+def test_image_data_moves_whole(tiny_data):
+    data, _ = tiny_data
+    moved = data.to(torch.device("cpu"))
+    assert moved.x_train.dtype == torch.uint8 and torch.equal(moved.x_train, data.x_train)
+    assert moved.classes == data.classes and moved.augment == data.augment

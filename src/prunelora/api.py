@@ -37,9 +37,9 @@ def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True) -> di
     out = Path(out)
     check_out_dir(out)
     ctx = make_context(cfg, progress)
-    data, _ = prepare(cfg)
+    data, _ = prepare(cfg, ctx.device)
     model, record = train_original(cfg, data, ctx)
-    record["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.numpy())
+    record["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.cpu().numpy())
     record["environment"] = environment(ctx.device, ctx.meter.kind)
     save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "original"})
     atomic_write(out / "metrics.json", json.dumps(record, indent=2))
@@ -71,8 +71,8 @@ def unlearn(
     out = Path(out)
     check_out_dir(out)
     ctx = make_context(cfg, progress)
-    data, splits = prepare(cfg)
-    original = _build(state, cfg, data, checkpoint).to(ctx.device)
+    data, splits = prepare(cfg, ctx.device)
+    original = ctx.prepare_model(_build(state, cfg, data, checkpoint))
     model, record = unlearn_one(method, original, UnlearnTask(data, splits, cfg), ctx)
     metrics = combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record)
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb", "history")}
@@ -92,10 +92,10 @@ def evaluate_checkpoint(
     if out is not None and Path(out).is_dir():
         raise UserError(f"--out '{out}' is a directory; evaluate writes one JSON file, pass a file name")
     ctx = make_context(cfg, progress=False)
-    data, splits = prepare(cfg)
-    model = _build(state, cfg, data, checkpoint).to(ctx.device)
+    data, splits = prepare(cfg, ctx.device)
+    model = ctx.prepare_model(_build(state, cfg, data, checkpoint))
     metrics = evaluate_model(model, data, splits, cfg, ctx)
-    metrics["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.numpy())
+    metrics["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.cpu().numpy())
     if out is not None:
         atomic_write(out, json.dumps(metrics, indent=2))
     return metrics

@@ -134,6 +134,9 @@ class ExperimentConfig:
     device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
     threads: int | None = None  # CPU threads for PyTorch; None = all cores
     save_models: bool = False  # also write each method's model to OUT/models/<method>.safetensors
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # NHWC memory format on CUDA (ignored on the CPU)
+    compile: bool = False  # torch.compile the model for training (slow start, faster steps on GPUs)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

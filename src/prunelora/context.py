@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, field
@@ -19,10 +20,28 @@ class Context:
     seed: int = 0
     progress: bool = True  # show progress bars (off with --quiet)
     meter: CostMeter = field(default=None)  # set per method by the runner
+    amp: bool = False  # bf16 autocast (CUDA only)
+    channels_last: bool = False  # NHWC activations for convolutions (CUDA only)
+    compile: bool = False  # torch.compile the training forward
 
     def __post_init__(self):
         if self.meter is None:
             self.meter = CostMeter(self.device)
+        if self.device.type != "cuda":  # both only pay off with CUDA kernels
+            self.amp = self.channels_last = False
+
+    def autocast(self):
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device (channels-last memory format where asked)."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def pick_device(name: str) -> torch.device:

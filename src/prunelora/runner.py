@@ -49,15 +49,20 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     return cfg
 
 
-def prepare(cfg: C.ExperimentConfig) -> tuple[ImageData, Splits]:
+def prepare(cfg: C.ExperimentConfig, device: torch.device | None = None) -> tuple[ImageData, Splits]:
+    """The data set (moved whole to `device`, as uint8, when it is a GPU) and the forget/retain/test splits."""
     data = load_dataset(cfg.data)
     classes = resolve_classes(cfg.forget.classes, data.classes)
-    return data, make_splits(data.y_train, data.y_test, classes)
+    splits = make_splits(data.y_train, data.y_test, classes)
+    if device is not None and device.type == "cuda":
+        data = data.to(device)
+    return data, splits
 
 
 def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
     set_threads(cfg.threads)
-    return Context(pick_device(cfg.device), cfg.seed, progress)
+    device = pick_device(cfg.device)
+    return Context(device, cfg.seed, progress, amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile)
 
 
 def method_seed(seed: int, name: str) -> int:
@@ -70,8 +75,9 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
     model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
     if cfg.model.init:
         load_weights(model, read_state_dict(cfg.model.init), cfg.model.init)
-        return model.to(ctx.device).eval(), {"time_s": 0.0, "epochs": 0, "peak_memory_mb": 0.0, "loaded_from": cfg.model.init}
-    model = model.to(ctx.device)
+        record = {"time_s": 0.0, "epochs": 0, "peak_memory_mb": 0.0, "loaded_from": cfg.model.init}
+        return ctx.prepare_model(model).eval(), record
+    model = ctx.prepare_model(model)
     ctx.meter = CostMeter(ctx.device)
     with ctx.meter.measure():
         history = fit(model, data, torch.arange(len(data.y_train)), recipe_from(cfg.train), ctx, desc="original")
@@ -114,7 +120,7 @@ def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool =
     if out is not None:
         check_out_dir(Path(out))
     ctx = make_context(cfg, progress)
-    data, splits = prepare(cfg)
+    data, splits = prepare(cfg, ctx.device)
     task = UnlearnTask(data, splits, cfg)
     original, original_cost = train_original(cfg, data, ctx)
     runs = [_run_entry("original", cfg, combine_metrics(evaluate_model(original, data, splits, cfg, ctx), original_cost), original_cost)]

@@ -7,6 +7,7 @@ layout serves the GPU path. No per-sample Python runs in the training loop.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import gzip
 import importlib.util
 import pickle
@@ -46,6 +47,11 @@ class ImageData:
     @property
     def image_size(self) -> int:
         return self.x_train.shape[-1]
+
+    def to(self, device: torch.device) -> ImageData:
+        """The same data set with its tensors on `device` (kept uint8: 1 byte per pixel)."""
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        return dataclasses.replace(self, **moved)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> float, scaled to [0, 1] then standardised per channel (on x's device)."""

@@ -94,7 +94,9 @@ def recalibrate_bn(model: nn.Module, data: ImageData, index: torch.Tensor, ctx: 
         seen += len(idx)
         for m in bns:
             m.momentum = len(idx) / seen  # running <- running + (n_b / n_seen) (batch - running): a weighted mean
-        model(data.normalise(data.x_train[index[idx]].to(ctx.device)))
+        rows = index[idx].to(data.x_train.device)
+        with ctx.autocast():
+            model(ctx.prepare_input(data.normalise(data.x_train[rows].to(ctx.device))))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     model.train(was_training)
@@ -121,6 +123,7 @@ def fit(
     schedule = make_schedule(optimizer, recipe, recipe.epochs * n_batches)
     y_all = (data.y_train if labels is None else labels).to(ctx.device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    forward = torch.compile(model) if ctx.compile else model  # compiled graph shares the model's parameters
     if recipe.bn == "refit":
         recalibrate_bn(model, data, index, ctx)
     history = []
@@ -135,13 +138,13 @@ def fit(
         correct = torch.zeros((), device=ctx.device, dtype=torch.long)
         seen = 0
         for idx in batches(len(index), recipe.batch_size, generator):
-            rows = index[idx]
+            rows = index[idx].to(data.x_train.device)
             x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, generator)
-            x = data.normalise(x)
+            x = ctx.prepare_input(data.normalise(x))
             y = y_all[rows.to(ctx.device)]
-            with ctx.meter.step():
-                logits = model(x)
-                loss = loss_fn(logits, y)
+            with ctx.meter.step(), ctx.autocast():
+                logits = forward(x)
+                loss = loss_fn(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             optimizer.step()

@@ -10,7 +10,7 @@ from ._train import fit
 @register_method("retrain", "exact unlearning: train from scratch on the retain set (the original's recipe)", ("train",))
 def retrain(model, task: UnlearnTask, ctx) -> Unlearned:
     data = task.data
-    fresh = create_model(task.config.model, data.num_classes, data.in_chans, data.image_size).to(ctx.device)
+    fresh = ctx.prepare_model(create_model(task.config.model, data.num_classes, data.in_chans, data.image_size))
     recipe = task.train_recipe()
     history = fit(fresh, data, task.splits.retain, recipe, ctx, desc="retrain")
     return Unlearned(fresh, recipe.epochs, {"history": history})

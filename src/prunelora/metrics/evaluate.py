@@ -15,7 +15,11 @@ from . import mia
 def predict(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512) -> np.ndarray:
     """Logits (N, C) in eval mode, as float32 numpy."""
     model.eval()
-    out = [model(data.normalise(x[i : i + batch_size].to(ctx.device))).float().cpu() for i in range(0, len(x), batch_size)]
+    out = []
+    with ctx.autocast():
+        for i in range(0, len(x), batch_size):
+            batch = ctx.prepare_input(data.normalise(x[i : i + batch_size].to(ctx.device)))
+            out.append(model(batch).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -28,7 +32,7 @@ def evaluate(model: nn.Module, data: ImageData, splits: Splits, ctx: Context, ba
     """UA, RA, TA, forget-class test accuracy, and the MIA-Efficacy variants (all in %)."""
     train_logits = predict(model, data, data.x_train, ctx, batch_size)
     test_logits = predict(model, data, data.x_test, ctx, batch_size)
-    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+    y_train, y_test = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
     f, r = splits.forget.numpy(), splits.retain.numpy()
     tr, tf = splits.test_retain.numpy(), splits.test_forget.numpy()
     metrics = {
