@@ -271,3 +271,26 @@ def test_cuda_without_gpu(tmp_path, capsys, tiny_overrides):
     err = capsys.readouterr().err
     assert "no CUDA GPU is available" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_several_seeds_in_one_run(tmp_path, tiny_overrides, capsys):
+    """seeds=[0,1]: every method on every seed, each compared with its own seed's retrain; mean ± std tables."""
+    out = tmp_path / "out"
+    assert main(["run", "--out", str(out), "-q", "seeds=[0,1]", "methods=retrain,finetune", *tiny_overrides]) == 0
+    table = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["seed"], r["method"]) for r in results["runs"]] == [
+        (0, "original"), (0, "retrain"), (0, "finetune"), (1, "original"), (1, "retrain"), (1, "finetune")]
+    for r in results["runs"]:
+        if r["method"] == "retrain":
+            assert r["metrics"]["avg_gap"] == 0.0
+    ua = [r["metrics"]["UA"] for r in results["runs"] if r["method"] == "finetune"]
+    mean = sum(ua) / 2
+    std = abs(ua[0] - ua[1]) / 2**0.5  # sample std of two values
+    assert f"| finetune | {mean:.2f} ± {std:.2f} |" in table
+    assert "seeds 0, 1 (mean ± sample std over 2 runs)" in (out / "results.md").read_text()
+
+
+def test_repeated_seed_is_an_error(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "o"), "seeds=[1,1]"]) == 2
+    assert "seeds lists a seed twice" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def test_unknown_key_suggests_close_match(override, suggestion):
 
 
 def test_unknown_section():
-    with pytest.raises(UserError, match="unknown config key 'bogus'.*Valid keys here: seed, methods"):
+    with pytest.raises(UserError, match="unknown config key 'bogus'.*Valid keys here: seed, seeds, methods"):
         C.load_config(overrides=["bogus.x=1"])
 
 

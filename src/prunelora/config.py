@@ -130,6 +130,7 @@ class EvalConfig:
 @dataclass
 class ExperimentConfig:
     seed: int = 0  # seeds model initialisation, batch order, dropout and the attack's subsampling
+    seeds: list[int] = field(default_factory=list)  # several seeds in one run (then `seed` is not used)
     methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))  # or "all"
     device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
     threads: int | None = None  # CPU threads for PyTorch; None = all cores
@@ -149,6 +150,7 @@ class ExperimentConfig:
     def __post_init__(self):
         _check(len(self.methods) > 0, "methods is empty: name at least one, e.g. methods=prunelora")
         _check(self.threads is None or self.threads > 0, "threads must be a positive integer")
+        _check(len(set(self.seeds)) == len(self.seeds), "seeds lists a seed twice; name each once")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -16,9 +16,39 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+MAIN_KEYS = ("UA", "MIA", "RA", "TA", "forget_TA", "time_s", "time_per_epoch_s", "time_vs_retrain", "peak_memory_mb",
+             "avg_gap")
+MAIN_HEADER = ["Method", "UA", "MIA", "RA", "TA", "Forget TA", "Time s", "s/epoch", "x retrain", "Peak MB", "Avg gap"]
+
+
+def seeds_of(results: dict) -> list[int]:
+    return sorted({r["seed"] for r in results["runs"]})
+
+
+def _mean_std(values: list) -> str:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) -> str:
+    """One row per method: mean ± sample std over the seeds."""
+    methods = list(dict.fromkeys(r["method"] for r in results["runs"]))
+    rows = []
+    for method in methods:
+        runs = [r["metrics"] for r in results["runs"] if r["method"] == method]
+        rows.append([method] + [_mean_std([m.get(k) for m in runs]) for k in keys])
+    return _table(header, rows)
+
+
 def main_table(results: dict) -> str:
-    """UA, MIA, RA, TA (%), forget-class test accuracy, cost, and Avg. Gap to retrain."""
-    header = ["Method", "UA", "MIA", "RA", "TA", "Forget TA", "Time s", "s/epoch", "x retrain", "Peak MB", "Avg gap"]
+    """UA, MIA, RA, TA (%), forget-class test accuracy, cost, and Avg. Gap to retrain (mean ± std over seeds)."""
+    if len(seeds_of(results)) > 1:
+        return _aggregate_table(results, MAIN_KEYS, MAIN_HEADER)
+    header = MAIN_HEADER
     rows = []
     for r in results["runs"]:
         m = r["metrics"]
@@ -32,6 +62,8 @@ def main_table(results: dict) -> str:
 
 def mia_table(results: dict) -> str:
     header = ["Method", "confidence (SVC)", "entropy (SVC)", "m-entropy (SVC)", "loss (log. reg.)"]
+    if len(seeds_of(results)) > 1:
+        return _aggregate_table(results, ("MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss"), header)
     rows = [
         [r["method"]] + [_fmt(r["metrics"][k]) for k in ("MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss")]
         for r in results["runs"]
@@ -40,7 +72,8 @@ def mia_table(results: dict) -> str:
 
 
 def pruning_table(results: dict) -> str:
-    header = ["Method", "Trainable params", "Pruned rows", "Still zero after training/merge", "Forget-class head rows pruned"]
+    header = ["Method", "Seed", "Trainable params", "Pruned rows", "Still zero after training/merge",
+              "Forget-class head rows pruned"]
     rows = []
     for r in results["runs"]:
         i = r["info"]
@@ -49,8 +82,16 @@ def pruning_table(results: dict) -> str:
         pruned = i.get("pruned_rows")
         still = f"{i['pruned_rows_still_zero']} ({100.0 * i['pruned_rows_still_zero'] / pruned:.0f}%)" if pruned else "-"
         head = i.get("forget_head_rows_pruned")
-        rows.append([r["method"], f"{i['trainable_params']:,}", str(pruned or "-"), still, "-" if head is None else str(head)])
+        rows.append([r["method"], str(r["seed"]), f"{i['trainable_params']:,}", str(pruned or "-"), still,
+                     "-" if head is None else str(head)])
     return _table(header, rows)
+
+
+def _seed_text(results: dict) -> str:
+    seeds = seeds_of(results)
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(map(str, seeds))} (mean ± sample std over {len(seeds)} runs)"
 
 
 def markdown_report(results: dict) -> str:
@@ -58,7 +99,7 @@ def markdown_report(results: dict) -> str:
     forget = ", ".join(results["data"]["classes"][c] for c in results["data"]["forget_classes"])
     sizes = results["data"]["sizes"]
     return "\n\n".join([
-        f"# prunelora: {cfg['data']['name']}, {cfg['model']['name']}, forget class(es) {forget}, seed {cfg['seed']}",
+        f"# prunelora: {cfg['data']['name']}, {cfg['model']['name']}, forget class(es) {forget}, {_seed_text(results)}",
         (f"Forget {sizes['forget']} / retain {sizes['retain']} train samples; test {sizes['test_retain']} (remaining "
         f"classes) + {sizes['test_forget']} (forgotten). Unlearning: {cfg['unlearn']['optimizer']} lr {cfg['unlearn']['lr']}, "
         f"{cfg['unlearn']['epochs']} epochs, BatchNorm: {cfg['unlearn']['bn']}. Pruning {cfg['pruning']['amount']:.0%} "

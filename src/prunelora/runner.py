@@ -115,23 +115,17 @@ def check_out_dir(out: Path) -> None:
 
 
 def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool = True, log=print) -> dict:
-    """The whole comparison. Writes results.json, results.md and config.yaml to `out` (if given)."""
+    """The whole comparison, for every seed of `seeds` (or just `seed`). Writes results.json, results.md and
+    config.yaml to `out` (if given)."""
     cfg = resolve_config(cfg)
     if out is not None:
         check_out_dir(Path(out))
     ctx = make_context(cfg, progress)
     data, splits = prepare(cfg, ctx.device)
-    task = UnlearnTask(data, splits, cfg)
-    original, original_cost = train_original(cfg, data, ctx)
-    runs = [_run_entry("original", cfg, combine_metrics(evaluate_model(original, data, splits, cfg, ctx), original_cost), original_cost)]
-    log(_progress_line(runs[-1]))
-    for name in cfg.methods:
-        model, record = unlearn_one(name, original, task, ctx)
-        runs.append(_run_entry(name, cfg, combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record), record))
-        log(_progress_line(runs[-1]))
-        if cfg.save_models and out is not None:
-            save_checkpoint(Path(out) / "models" / f"{name}.safetensors", model, C.to_dict(cfg), {"method": name})
-    _add_comparisons(runs)
+    runs = []
+    for seed in cfg.seeds or [cfg.seed]:
+        seed_cfg = dataclasses.replace(cfg, seed=seed)
+        runs += run_seed(seed_cfg, data, splits, dataclasses.replace(ctx, seed=seed), out, log)
     results = {
         "config": C.to_dict(cfg),
         "environment": environment(ctx.device, ctx.meter.kind),
@@ -143,6 +137,24 @@ def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool =
     return results
 
 
+def run_seed(cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Context, out, log) -> list[dict]:
+    """Original + every method for one seed; each entry compared with this seed's retrain."""
+    task = UnlearnTask(data, splits, cfg)
+    original, original_cost = train_original(cfg, data, ctx)
+    quality = evaluate_model(original, data, splits, cfg, ctx)
+    runs = [_run_entry("original", cfg, combine_metrics(quality, original_cost), original_cost)]
+    log(_progress_line(runs[-1]))
+    for name in cfg.methods:
+        model, record = unlearn_one(name, original, task, ctx)
+        runs.append(_run_entry(name, cfg, combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record), record))
+        log(_progress_line(runs[-1]))
+        if cfg.save_models and out is not None:
+            suffix = f"-seed{cfg.seed}" if cfg.seeds else ""
+            save_checkpoint(Path(out) / "models" / f"{name}{suffix}.safetensors", model, C.to_dict(cfg), {"method": name})
+    _add_comparisons(runs)
+    return runs
+
+
 def _run_entry(method: str, cfg, metrics: dict, record: dict) -> dict:
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb")}
     return {"method": method, "seed": cfg.seed, "metrics": metrics, "info": info}
@@ -150,7 +162,7 @@ def _run_entry(method: str, cfg, metrics: dict, record: dict) -> dict:
 
 def _progress_line(entry: dict) -> str:
     m = entry["metrics"]
-    return f"{entry['method']:>15}: UA {m['UA']:6.2f}  MIA {m['MIA']:6.2f}  RA {m['RA']:6.2f}  TA {m['TA']:6.2f}  {m['time_s']:6.1f} s"
+    return f"seed {entry['seed']} {entry['method']:>15}: UA {m['UA']:6.2f}  MIA {m['MIA']:6.2f}  RA {m['RA']:6.2f}  TA {m['TA']:6.2f}  {m['time_s']:6.1f} s"
 
 
 def _add_comparisons(runs: list[dict]) -> None:
