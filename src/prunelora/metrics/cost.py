@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 
 import torch
 from torch import nn
@@ -41,6 +42,9 @@ class CostMeter:
         self.peak_bytes = 0
         self._step_saved: dict[tuple[int, int], int] = {}
         self._extra_models: list[nn.Module] = []
+        # per optimizer (weakly held, so a later optimizer never inherits a freed one's entry): model + optimizer
+        # state in bytes, fixed after its first step
+        self._state_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.seconds = 0.0
 
     @property
@@ -86,12 +90,13 @@ class CostMeter:
         """After optimizer.step(): model state + optimizer state + this step's saved activations."""
         if self.device.type == "cuda":
             return
-        params = list(model.parameters()) + [p for m in self._extra_models for p in m.parameters()]
-        buffers = list(model.buffers())
-        grads = [p.grad for p in params]
-        state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
-        total = _tensor_bytes(params + buffers + grads + state) + sum(self._step_saved.values())
-        self.peak_bytes = max(self.peak_bytes, total)
+        key = optimizer
+        if key not in self._state_bytes:  # sizes do not change after the first step: count once, not every step
+            params = list(model.parameters()) + [p for m in self._extra_models for p in m.parameters()]
+            grads = [p.grad for p in params]
+            state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+            self._state_bytes[key] = _tensor_bytes(params + list(model.buffers()) + grads + state)
+        self.peak_bytes = max(self.peak_bytes, self._state_bytes[key] + sum(self._step_saved.values()))
 
     @property
     def peak_mb(self) -> float:
