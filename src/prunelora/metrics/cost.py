@@ -41,7 +41,6 @@ class CostMeter:
         self.device = device
         self.peak_bytes = 0
         self._step_saved: dict[tuple[int, int], int] = {}
-        self._extra_models: list[nn.Module] = []
         # per optimizer (weakly held, so a later optimizer never inherits a freed one's entry): model + optimizer
         # state in bytes, fixed after its first step
         self._state_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -66,10 +65,6 @@ class CostMeter:
                 self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
             self.seconds = time.perf_counter() - start
 
-    def keep_alive(self, model: nn.Module) -> None:
-        """Count a model that stays in memory beside the trained one (e.g. a frozen teacher)."""
-        self._extra_models.append(model)
-
     @contextlib.contextmanager
     def step(self):
         """Wrap forward + backward of one training step to count the activations saved for backward."""
@@ -92,7 +87,7 @@ class CostMeter:
             return
         key = optimizer
         if key not in self._state_bytes:  # sizes do not change after the first step: count once, not every step
-            params = list(model.parameters()) + [p for m in self._extra_models for p in m.parameters()]
+            params = list(model.parameters())
             grads = [p.grad for p in params]
             state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
             self._state_bytes[key] = _tensor_bytes(params + list(model.buffers()) + grads + state)
