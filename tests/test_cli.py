@@ -101,9 +101,10 @@ def test_run_writes_report_and_config(run_output):
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("methods:")
+    assert out.startswith("methods (settings: hparams.<method>.<key>")
     for name in METHODS.names():
         assert f"  {name} " in out
+    assert "\n  salun " in out and "share=0.5" in out and "lr=0.01, optimizer=sgd, bn=frozen" in out
     for name in ("resnet18-tiny", "vit-paper", "digits", "cifar10"):
         assert f"  {name} " in out
 

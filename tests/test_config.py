@@ -39,6 +39,7 @@ def test_defaults():
     ("unlearn.epochs=5", ("unlearn", "epochs"), 5),
     ("unlearn.lr=0.01", ("unlearn", "lr"), 0.01),
     ("unlearn.lr=1", ("unlearn", "lr"), 1.0),
+    ("unlearn.lr=1e-3", ("unlearn", "lr"), 1e-3),  # YAML 1.1 reads this as a string
     ("lora.r=null", ("lora", "r"), None),
     ("save_models=true", ("save_models",), True),
     ("data.root=/some/dir", ("data", "root"), "/some/dir"),

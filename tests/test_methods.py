@@ -47,7 +47,7 @@ def test_method_smoke(name, unlearn_task, trained_original, cpu_ctx):
         out = model(x)
     assert out.shape == (5, unlearn_task.data.num_classes) and torch.isfinite(out).all()
     assert record["time_s"] > 0 and record["peak_memory_mb"] > 0
-    assert record["epochs"] == 1
+    assert record["epochs"] == (0 if name == "ssd" else 1)  # SSD does not train
     # the original is untouched: same weights and buffers, no adapters attached, same trainable flags
     _assert_same_state(_state(original), before)
     assert {n: p.requires_grad for n, p in original.named_parameters()} == grads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -75,15 +76,18 @@ def _log(args):
 
 
 def cmd_run(args) -> int:
-    from .report import main_table
+    from .report import completed, failures, main_table
     from .runner import run
 
     cfg = C.load_config(args.config, args.overrides)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     results = run(cfg, out, progress=not args.quiet, log=_log(args))
-    print(main_table(results))
+    print(main_table(completed(results)))
+    failed = failures(results)
+    if failed:
+        print("\n" + failed)
     print(f"\nwrote {out}/results.json, results.md, config.yaml", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_train(args) -> int:
@@ -119,9 +123,14 @@ def cmd_list(args) -> int:
     from .methods import METHODS
     from .models import MODELS, target_presets
 
-    print("methods:")
+    print("methods (settings: hparams.<method>.<key>; each can also set epochs, lr, optimizer, batch_size,")
+    print("weight_decay and bn, by default the unlearn section's):")
     for name in METHODS:
-        print(f"  {name:<16} {METHODS.get(name).summary}")
+        spec = METHODS.get(name)
+        print(f"  {name:<16} {spec.summary}")
+        settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec.config()).items() if v is not None)
+        if settings:
+            print(f"  {'':<16}   {settings}")
     print("models:")
     for name in MODELS:
         spec = MODELS.get(name)

@@ -19,6 +19,7 @@ import yaml
 
 from .errors import UserError
 
+BN_MODES = ("recalibrate", "train", "frozen", "refit")  # BatchNorm during unlearning, see UnlearnConfig.bn
 PAPER_METHODS = ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
 
 
@@ -90,7 +91,6 @@ class UnlearnConfig:
 
     def __post_init__(self):
         _check_recipe("unlearn", self)
-        _check(self.bn in ("recalibrate", "train", "frozen", "refit"), "unlearn.bn must be recalibrate, train, frozen or refit")
 
 
 @dataclass
@@ -146,6 +146,12 @@ class ExperimentConfig:
     lora: LoraConfigSection = field(default_factory=LoraConfigSection)
     forget: ForgetConfig = field(default_factory=ForgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # per-method hyper-parameters, hparams.<method>.<key>=VALUE (each method's keys: `prunelora list`);
+    # the resolved config lists every key of every method that ran
+    hparams: dict[str, dict] = field(default_factory=dict)
+    # named variants of a method, runnable by name in `methods`: variants.<name>.method=<method> plus
+    # overrides of the unlearn / pruning / lora / hparams sections, e.g. variants.pl_r4.lora.r=4
+    variants: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         _check(len(self.methods) > 0, "methods is empty: name at least one, e.g. methods=prunelora")
@@ -160,12 +166,14 @@ def _check(ok: bool, message: str) -> None:
 
 def _check_recipe(section: str, recipe: Any) -> None:
     _check(recipe.epochs is None or recipe.epochs > 0, f"{section}.epochs must be a positive integer")
-    _check(recipe.batch_size > 0, f"{section}.batch_size must be a positive integer")
+    _check(recipe.batch_size is None or recipe.batch_size > 0, f"{section}.batch_size must be a positive integer")
+    _check(recipe.weight_decay is None or recipe.weight_decay >= 0, f"{section}.weight_decay must be >= 0")
     _check(recipe.lr is None or recipe.lr > 0, f"{section}.lr must be positive")
     _check(
         recipe.optimizer in (None, "sgd", "adam", "adamw"), f"{section}.optimizer must be sgd, adam or adamw"
     )
-    _check(recipe.schedule in ("onecycle", "constant"), f"{section}.schedule must be onecycle or constant")
+    _check(getattr(recipe, "bn", None) in (None, *BN_MODES), f"{section}.bn must be one of {', '.join(BN_MODES)}")
+    _check(getattr(recipe, "schedule", "constant") in ("onecycle", "constant"), f"{section}.schedule must be onecycle or constant")
 
 
 # ---------------------------------------------------------------- dict <-> dataclass, with strict keys
@@ -201,6 +209,14 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             except UserError as err:
                 errors.append(str(err))
         raise UserError(errors[0])
+    if origin is dict or hint is dict:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' expects a mapping of keys to values, got {value!r}")
+        if not args:  # a plain dict: checked later by whoever reads it
+            return copy.deepcopy(value)
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -213,6 +229,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 def _scalar(hint: type, value: Any, key: str) -> Any:
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):

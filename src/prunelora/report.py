@@ -21,6 +21,19 @@ MAIN_KEYS = ("UA", "MIA", "RA", "TA", "forget_TA", "time_s", "time_per_epoch_s",
 MAIN_HEADER = ["Method", "UA", "MIA", "RA", "TA", "Forget TA", "Time s", "s/epoch", "x retrain", "Peak MB", "Avg gap"]
 
 
+def completed(results: dict) -> dict:
+    """The results without the runs that failed (a diverging loss): those are listed apart."""
+    return {**results, "runs": [r for r in results["runs"] if "error" not in r]}
+
+
+def failures(results: dict) -> str:
+    failed = [r for r in results["runs"] if "error" in r]
+    if not failed:
+        return ""
+    lines = [f"- {r['method']} (seed {r['seed']}): {r['error']}" for r in failed]
+    return "## Failed\n\n" + "\n".join(lines)
+
+
 def seeds_of(results: dict) -> list[int]:
     return sorted({r["seed"] for r in results["runs"]})
 
@@ -95,6 +108,8 @@ def _seed_text(results: dict) -> str:
 
 
 def markdown_report(results: dict) -> str:
+    failed = failures(results)
+    results = completed(results)
     cfg, env = results["config"], results["environment"]
     forget = ", ".join(results["data"]["classes"][c] for c in results["data"]["forget_classes"])
     sizes = results["data"]["sizes"]
@@ -108,6 +123,7 @@ def markdown_report(results: dict) -> str:
         "RA on the retain set; TA on the test samples of the remaining classes; Forget TA on those of the forgotten "
         "classes. Time = the whole step (original: training); Avg gap = mean |difference to retrain| over UA, MIA, RA, TA."),
         main_table(results),
+        *([failed] if failed else []),
         "## MIA-Efficacy by attack feature\n\n" + mia_table(results),
         ("## Pruning and adapters\n\nMerging a LoRA update (dense B @ A) or fine-tuning all weights writes into pruned "
         "rows, so the final model is dense again unless a row stays zero.\n\n" + pruning_table(results)),

@@ -22,7 +22,7 @@ from .context import Context, pick_device, seed_everything, set_threads
 from .data import DATASETS, ImageData, Splits, load_dataset, make_splits, resolve_classes
 from .errors import UserError
 from .io import atomic_write, environment, load_weights, read_state_dict, save_checkpoint
-from .methods import METHODS, UnlearnTask
+from .methods import UnlearnTask, method_task, resolve_methods
 from .methods._train import fit, recipe_from
 from .metrics.cost import CostMeter
 from .metrics.evaluate import avg_gap, evaluate
@@ -34,12 +34,7 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     cfg = copy.deepcopy(cfg)
     spec = get_spec(cfg.model.name)
     DATASETS.get(cfg.data.name)
-    if cfg.methods == ["all"]:
-        cfg.methods = list(METHODS.names())
-    for name in cfg.methods:
-        METHODS.get(name)
-    if len(set(cfg.methods)) != len(cfg.methods):
-        raise UserError(f"methods lists a method twice ({', '.join(cfg.methods)}); name each once")
+    resolve_methods(cfg)
     t, r = cfg.train, spec.recipe
     t.epochs, t.optimizer = t.epochs or r.epochs, t.optimizer or r.optimizer
     t.lr = t.lr if t.lr is not None else r.lr
@@ -86,9 +81,10 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
 
 
 def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context) -> tuple[nn.Module, dict]:
-    """Run one method on a copy of `original`; returns the unlearned model and its cost record."""
-    spec = METHODS.get(name)
-    ctx = dataclasses.replace(ctx, seed=method_seed(task.config.seed, name), meter=CostMeter(ctx.device))
+    """Run one method (or variant) on a copy of `original`; returns the unlearned model and its cost record.
+    A variant is seeded like its base method, so that it differs from it only by its settings."""
+    spec, task = method_task(task, name)
+    ctx = dataclasses.replace(ctx, seed=method_seed(task.config.seed, spec.name), meter=CostMeter(ctx.device))
     seed_everything(ctx.seed)
     model = copy.deepcopy(original)
     with ctx.meter.measure():
@@ -145,8 +141,14 @@ def run_seed(cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Cont
     runs = [_run_entry("original", cfg, combine_metrics(quality, original_cost), original_cost)]
     log(_progress_line(runs[-1]))
     for name in cfg.methods:
-        model, record = unlearn_one(name, original, task, ctx)
-        runs.append(_run_entry(name, cfg, combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record), record))
+        try:
+            model, record = unlearn_one(name, original, task, ctx)
+            quality = evaluate_model(model, data, splits, cfg, ctx)
+        except FloatingPointError as err:  # a diverging method: report it, keep the others
+            runs.append({"method": name, "seed": cfg.seed, "metrics": {}, "info": {}, "error": str(err)})
+            log(f"seed {cfg.seed} {name:>15}: failed: {err}")
+            continue
+        runs.append(_run_entry(name, cfg, combine_metrics(quality, record), record))
         log(_progress_line(runs[-1]))
         if cfg.save_models and out is not None:
             suffix = f"-seed{cfg.seed}" if cfg.seeds else ""
@@ -167,8 +169,10 @@ def _progress_line(entry: dict) -> str:
 
 def _add_comparisons(runs: list[dict]) -> None:
     """Avg. Gap and time ratio to retrain, when retrain ran."""
-    ref = next((r["metrics"] for r in runs if r["method"] == "retrain"), None)
+    ref = next((r["metrics"] for r in runs if r["method"] == "retrain" and "error" not in r), None)
     for r in runs:
+        if "error" in r:
+            continue
         m = r["metrics"]
         m["avg_gap"] = avg_gap(m, ref) if ref else None
         m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None

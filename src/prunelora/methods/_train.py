@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,32 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+@dataclass
+class Batch:
+    """One training step's inputs, for objectives that need more than (logits, labels)."""
+
+    x: torch.Tensor  # normalised images, as the model saw them
+    y: torch.Tensor  # labels (the data set's, or `fit`'s `labels` override)
+    rows: torch.Tensor  # indices into the train set, on the device
+    epoch: int  # 0-based
+
+
+Objective = Callable[[torch.Tensor, Batch], torch.Tensor]  # (logits in fp32, batch) -> scalar loss
+
+
+class Cycle:
+    """Endless shuffled batches over `index` (a second stream drawn beside the main one, e.g. forget samples)."""
+
+    def __init__(self, index: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.index, self.batch_size, self.generator = index, batch_size, generator
+        self._queue: list[torch.Tensor] = []
+
+    def next(self) -> torch.Tensor:
+        if not self._queue:
+            self._queue = [self.index[i] for i in batches(len(self.index), self.batch_size, self.generator)]
+        return self._queue.pop(0)
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, data: ImageData, index: torch.Tensor, ctx: Context, batch_size: int = 256):
     """Recompute every BatchNorm's running statistics over the samples `index` (one pass, no gradient).
@@ -110,22 +137,35 @@ def fit(
     ctx: Context,
     desc: str = "train",
     labels: torch.Tensor | None = None,
+    objective: Objective | None = None,
+    paired: tuple[torch.Tensor, int] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    bn_index: torch.Tensor | None = None,
 ) -> list[dict]:
-    """Train the parameters of `model` that require grad on train samples `index` with cross-entropy.
+    """Train the parameters of `model` that require grad on train samples `index`.
 
-    `labels` overrides the data set's labels (same length as the train set). Returns per-epoch
+    `labels` overrides the data set's labels (same length as the train set). `objective` replaces
+    cross-entropy. `paired=(index2, batch_size2)` appends to every batch `batch_size2` samples cycled from
+    `index2` (one forward over both; the epoch still ends when `index` is used up). `optimizer` continues an
+    existing optimizer (its state kept) instead of making one from the recipe. BatchNorm statistics are
+    refitted / recalibrated (recipe.bn) over `bn_index` (default `index`; methods that train on forget
+    samples pass the retain set). Returns per-epoch
     {"epoch", "loss", "acc", "seconds"}, loss and accuracy measured on the training batches.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, recipe)
+    optimizer = optimizer or make_optimizer(params, recipe)
     generator = torch.Generator().manual_seed(ctx.seed)
     n_batches = len(batches(len(index), recipe.batch_size, None))
     schedule = make_schedule(optimizer, recipe, recipe.epochs * n_batches)
     y_all = (data.y_train if labels is None else labels).to(ctx.device)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    if objective is None:
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        objective = lambda logits, batch: loss_fn(logits, batch.y)  # noqa: E731
+    pair = Cycle(paired[0], paired[1], generator) if paired is not None else None
     forward = torch.compile(model) if ctx.compile else model  # compiled graph shares the model's parameters
+    bn_index = index if bn_index is None else bn_index
     if recipe.bn == "refit":
-        recalibrate_bn(model, data, index, ctx)
+        recalibrate_bn(model, data, bn_index, ctx)
     history = []
     bar = tqdm(total=recipe.epochs * n_batches, desc=desc, disable=None if ctx.progress else True, leave=False, unit="step")
     for epoch in range(recipe.epochs):
@@ -138,14 +178,18 @@ def fit(
         correct = torch.zeros((), device=ctx.device, dtype=torch.long)
         seen = 0
         for idx in batches(len(index), recipe.batch_size, generator):
-            rows = index[idx].to(data.x_train.device)
+            rows = index[idx]
+            if pair is not None:
+                rows = torch.cat([rows, pair.next()])
+            rows = rows.to(data.x_train.device)
             x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, generator)
             x = ctx.prepare_input(data.normalise(x))
-            y = y_all[rows.to(ctx.device)]
+            rows = rows.to(ctx.device)
+            y = y_all[rows]
             with ctx.meter.step():
                 with ctx.autocast():  # the forward only: backward runs in the dtypes autocast chose
                     logits = forward(x)
-                loss = loss_fn(logits.float(), y)
+                loss = objective(logits.float(), Batch(x, y, rows, epoch))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             optimizer.step()
@@ -163,6 +207,6 @@ def fit(
         bar.set_postfix(loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.1f}")
     bar.close()
     if recipe.bn == "recalibrate":
-        recalibrate_bn(model, data, index, ctx)
+        recalibrate_bn(model, data, bn_index, ctx)
     model.eval()
     return history

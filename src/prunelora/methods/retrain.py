@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..models import create_model
-from . import Unlearned, UnlearnTask, register_method
+from . import MethodConfig, Unlearned, UnlearnTask, register_method
 from ._train import fit
 
 
-@register_method("retrain", "exact unlearning: train from scratch on the retain set (the original's recipe)", ("train",))
+@register_method("retrain", "exact unlearning: train from scratch on the retain set (the original's recipe)", ("train",), MethodConfig)
 def retrain(model, task: UnlearnTask, ctx) -> Unlearned:
     data = task.data
     fresh = ctx.prepare_model(create_model(task.config.model, data.num_classes, data.in_chans, data.image_size))

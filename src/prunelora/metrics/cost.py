@@ -93,6 +93,12 @@ class CostMeter:
             self._state_bytes[key] = _tensor_bytes(params + list(model.buffers()) + grads + state)
         self.peak_bytes = max(self.peak_bytes, self._state_bytes[key] + sum(self._step_saved.values()))
 
+    def observe(self, tensors) -> None:
+        """For steps without an optimizer (e.g. importance estimates): `tensors` (model state, gradients,
+        accumulators) + the activations of the last `step()` block."""
+        if self.device.type != "cuda":
+            self.peak_bytes = max(self.peak_bytes, _tensor_bytes(list(tensors)) + sum(self._step_saved.values()))
+
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / MB

@@ -32,6 +32,8 @@ def evaluate(model: nn.Module, data: ImageData, splits: Splits, ctx: Context, ba
     """UA, RA, TA, forget-class test accuracy, and the MIA-Efficacy variants (all in %)."""
     train_logits = predict(model, data, data.x_train, ctx, batch_size)
     test_logits = predict(model, data, data.x_test, ctx, batch_size)
+    if not (np.isfinite(train_logits).all() and np.isfinite(test_logits).all()):
+        raise FloatingPointError("the model's outputs are not finite (its training diverged); lower the learning rate")
     y_train, y_test = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
     f, r = splits.forget.numpy(), splits.retain.numpy()
     tr, tf = splits.test_retain.numpy(), splits.test_forget.numpy()
