@@ -295,3 +295,17 @@ def test_several_seeds_in_one_run(tmp_path, tiny_overrides, capsys):
 def test_repeated_seed_is_an_error(tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "o"), "seeds=[1,1]"]) == 2
     assert "seeds lists a seed twice" in capsys.readouterr().err
+
+
+def test_a_diverging_method_is_reported_and_the_others_kept(tmp_path, capsys, tiny_overrides):
+    out = tmp_path / "run"
+    code = main(["run", "--out", str(out), "-q", *tiny_overrides, "methods=[finetune,grad_ascent]",
+                 "hparams.grad_ascent.lr=1e8"])
+    assert code == 1
+    results = json.loads((out / "results.json").read_text())
+    by_method = {r["method"]: r for r in results["runs"]}
+    assert "error" not in by_method["finetune"] and by_method["finetune"]["metrics"]["RA"] > 0
+    assert "not finite" in by_method["grad_ascent"]["error"] or "nan" in by_method["grad_ascent"]["error"]
+    report = (out / "results.md").read_text()
+    assert "## Failed" in report and "- grad_ascent (seed 0):" in report
+    assert "| grad_ascent |" not in report

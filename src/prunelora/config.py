@@ -125,6 +125,16 @@ class ForgetConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 512  # images per forward pass when evaluating
+    # evidence metrics computed for every model beside UA/MIA/RA/TA (see `prunelora list`); [] for none
+    evidence: list[str] = field(default_factory=lambda: ["probe", "relearn", "divergence"])
+    relearn_samples: int = 8  # forget samples the relearning attack trains on (plus 4x as many retain samples)
+    relearn_steps: int = 10  # full-batch Adam steps of the relearning attack
+    relearn_lr: float = 1e-3
+
+    def __post_init__(self):
+        _check(self.batch_size > 0, "eval.batch_size must be a positive integer")
+        _check(self.relearn_samples > 0 and self.relearn_steps > 0, "eval.relearn_samples and eval.relearn_steps must be positive")
+        _check(self.relearn_lr > 0, "eval.relearn_lr must be positive")
 
 
 @dataclass

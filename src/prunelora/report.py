@@ -50,10 +50,12 @@ def _mean_std(values: list) -> str:
 def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) -> str:
     """One row per method: mean ± sample std over the seeds."""
     methods = list(dict.fromkeys(r["method"] for r in results["runs"]))
+    n_seeds = len(seeds_of(results))
     rows = []
     for method in methods:
         runs = [r["metrics"] for r in results["runs"] if r["method"] == method]
-        rows.append([method] + [_mean_std([m.get(k) for m in runs]) for k in keys])
+        label = method if len(runs) == n_seeds else f"{method} ({len(runs)} of {n_seeds} seeds)"
+        rows.append([label] + [_mean_std([m.get(k) for m in runs]) for k in keys])
     return _table(header, rows)
 
 
@@ -82,6 +84,33 @@ def mia_table(results: dict) -> str:
         for r in results["runs"]
     ]
     return _table(header, rows)
+
+
+EVIDENCE_KEYS = ("probe", "relearn_TA", "KL_forget", "JS_forget", "KL_test", "JS_test")
+EVIDENCE_HEADER = ["Method", "Probe %", "Relearn TA %", "KL forget", "JS forget", "KL test", "JS test"]
+
+
+def evidence_table(results: dict) -> str:
+    """Probe accuracy, accuracy after relearning, and divergence from retrain (columns present in the runs)."""
+    present = [k for k in EVIDENCE_KEYS if any(k in r["metrics"] for r in results["runs"])]
+    if not present:
+        return ""
+    header = ["Method"] + [EVIDENCE_HEADER[EVIDENCE_KEYS.index(k) + 1] for k in present]
+    if len(seeds_of(results)) > 1:
+        return _aggregate_table(results, tuple(present), header)
+    digits = {"probe": 2, "relearn_TA": 2}
+    rows = [[r["method"]] + [_fmt(r["metrics"].get(k), digits.get(k, 4)) for k in present] for r in results["runs"]]
+    return _table(header, rows)
+
+
+EVIDENCE_TEXT = (
+    "## Is the class gone? Evidence beside retrain\n\n"
+    "Probe: balanced accuracy (%) of a logistic-regression probe on the penultimate features of the test set, "
+    "telling the forgotten classes from the rest (out of fold; 50 = the features do not encode them). Relearn TA: "
+    "accuracy (%) on the forgotten classes' test samples after {steps} Adam steps on {samples} of their train samples "
+    "(plus 4x as many retain samples); a model that relearns far faster than retrain did not really forget. "
+    "KL (retrain || model) and JS, in nats, on the forget set and the whole test set: 0 = retrain's outputs."
+)
 
 
 def pruning_table(results: dict) -> str:
@@ -124,6 +153,8 @@ def markdown_report(results: dict) -> str:
         "classes. Time = the whole step (original: training); Avg gap = mean |difference to retrain| over UA, MIA, RA, TA."),
         main_table(results),
         *([failed] if failed else []),
+        *([EVIDENCE_TEXT.format(steps=cfg["eval"]["relearn_steps"], samples=cfg["eval"]["relearn_samples"])
+           + "\n\n" + evidence_table(results)] if evidence_table(results) else []),
         "## MIA-Efficacy by attack feature\n\n" + mia_table(results),
         ("## Pruning and adapters\n\nMerging a LoRA update (dense B @ A) or fine-tuning all weights writes into pruned "
         "rows, so the final model is dense again unless a row stays zero.\n\n" + pruning_table(results)),

@@ -25,7 +25,8 @@ from .io import atomic_write, environment, load_weights, read_state_dict, save_c
 from .methods import UnlearnTask, method_task, resolve_methods
 from .methods._train import fit, recipe_from
 from .metrics.cost import CostMeter
-from .metrics.evaluate import avg_gap, evaluate
+from .metrics.evaluate import avg_gap, outputs, quality
+from .metrics.evidence import EVIDENCE, EvidenceInput
 from .models import create_model, get_spec
 
 
@@ -35,6 +36,8 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     spec = get_spec(cfg.model.name)
     DATASETS.get(cfg.data.name)
     resolve_methods(cfg)
+    for name in cfg.eval.evidence:
+        EVIDENCE.get(name)
     t, r = cfg.train, spec.recipe
     t.epochs, t.optimizer = t.epochs or r.epochs, t.optimizer or r.optimizer
     t.lr = t.lr if t.lr is not None else r.lr
@@ -93,9 +96,24 @@ def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context)
     return out.model.eval(), record
 
 
-def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg: C.ExperimentConfig, ctx: Context) -> dict:
+def evaluate_model(
+    model: nn.Module, data: ImageData, splits: Splits, cfg: C.ExperimentConfig, ctx: Context, keep: dict | None = None
+) -> dict:
+    """UA, RA, TA, MIA... plus the evidence metrics that need no reference; `keep["outputs"]` receives the
+    model's (train, test) logits for the comparisons with retrain."""
     seed_everything(cfg.seed)
-    return evaluate(model, data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval.batch_size)
+    ctx = dataclasses.replace(ctx, seed=cfg.seed)
+    outs = outputs(model, data, ctx, cfg.eval.batch_size)
+    metrics = quality(*outs, data, splits, cfg.seed)
+    inputs = EvidenceInput(data, splits, ctx, cfg.eval)
+    for name in cfg.eval.evidence:
+        spec = EVIDENCE.get(name)
+        if not spec.needs_reference:
+            seed_everything(cfg.seed)
+            metrics.update(spec.fn(model, outs, inputs))
+    if keep is not None:
+        keep["outputs"] = outs
+    return metrics
 
 
 def combine_metrics(quality: dict, record: dict) -> dict:
@@ -137,23 +155,25 @@ def run_seed(cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Cont
     """Original + every method for one seed; each entry compared with this seed's retrain."""
     task = UnlearnTask(data, splits, cfg)
     original, original_cost = train_original(cfg, data, ctx)
-    quality = evaluate_model(original, data, splits, cfg, ctx)
-    runs = [_run_entry("original", cfg, combine_metrics(quality, original_cost), original_cost)]
+    kept = {"original": {}}
+    scores = evaluate_model(original, data, splits, cfg, ctx, kept["original"])
+    runs = [_run_entry("original", cfg, combine_metrics(scores, original_cost), original_cost)]
     log(_progress_line(runs[-1]))
     for name in cfg.methods:
         try:
             model, record = unlearn_one(name, original, task, ctx)
-            quality = evaluate_model(model, data, splits, cfg, ctx)
+            kept[name] = {}
+            scores = evaluate_model(model, data, splits, cfg, ctx, kept[name])
         except FloatingPointError as err:  # a diverging method: report it, keep the others
             runs.append({"method": name, "seed": cfg.seed, "metrics": {}, "info": {}, "error": str(err)})
             log(f"seed {cfg.seed} {name:>15}: failed: {err}")
             continue
-        runs.append(_run_entry(name, cfg, combine_metrics(quality, record), record))
+        runs.append(_run_entry(name, cfg, combine_metrics(scores, record), record))
         log(_progress_line(runs[-1]))
         if cfg.save_models and out is not None:
             suffix = f"-seed{cfg.seed}" if cfg.seeds else ""
             save_checkpoint(Path(out) / "models" / f"{name}{suffix}.safetensors", model, C.to_dict(cfg), {"method": name})
-    _add_comparisons(runs)
+    _add_comparisons(runs, kept, EvidenceInput(data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval))
     return runs
 
 
@@ -167,13 +187,16 @@ def _progress_line(entry: dict) -> str:
     return f"seed {entry['seed']} {entry['method']:>15}: UA {m['UA']:6.2f}  MIA {m['MIA']:6.2f}  RA {m['RA']:6.2f}  TA {m['TA']:6.2f}  {m['time_s']:6.1f} s"
 
 
-def _add_comparisons(runs: list[dict]) -> None:
-    """Avg. Gap and time ratio to retrain, when retrain ran."""
+def _add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> None:
+    """Avg. Gap, time ratio and the evidence metrics that compare with retrain, when retrain ran."""
     ref = next((r["metrics"] for r in runs if r["method"] == "retrain" and "error" not in r), None)
+    reference = [EVIDENCE.get(n) for n in inputs.config.evidence if EVIDENCE.get(n).needs_reference]
     for r in runs:
         if "error" in r:
             continue
         m = r["metrics"]
+        for spec in reference if ref else []:
+            m.update(spec.fn(kept[r["method"]]["outputs"], kept["retrain"]["outputs"], inputs))
         m["avg_gap"] = avg_gap(m, ref) if ref else None
         m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None
 

@@ -28,12 +28,22 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(100.0 * (logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
-def evaluate(model: nn.Module, data: ImageData, splits: Splits, ctx: Context, batch_size: int = 512) -> dict[str, float]:
-    """UA, RA, TA, forget-class test accuracy, and the MIA-Efficacy variants (all in %)."""
+def outputs(model: nn.Module, data: ImageData, ctx: Context, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(train logits, test logits); non-finite outputs (a diverged model) are a FloatingPointError."""
     train_logits = predict(model, data, data.x_train, ctx, batch_size)
     test_logits = predict(model, data, data.x_test, ctx, batch_size)
     if not (np.isfinite(train_logits).all() and np.isfinite(test_logits).all()):
         raise FloatingPointError("the model's outputs are not finite (its training diverged); lower the learning rate")
+    return train_logits, test_logits
+
+
+def evaluate(model: nn.Module, data: ImageData, splits: Splits, ctx: Context, batch_size: int = 512) -> dict[str, float]:
+    """UA, RA, TA, forget-class test accuracy, and the MIA-Efficacy variants (all in %)."""
+    return quality(*outputs(model, data, ctx, batch_size), data, splits, ctx.seed)
+
+
+def quality(train_logits: np.ndarray, test_logits: np.ndarray, data: ImageData, splits: Splits, seed: int) -> dict[str, float]:
+    """The metrics of `evaluate` from a model's outputs."""
     y_train, y_test = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
     f, r = splits.forget.numpy(), splits.retain.numpy()
     tr, tf = splits.test_retain.numpy(), splits.test_forget.numpy()
@@ -43,7 +53,7 @@ def evaluate(model: nn.Module, data: ImageData, splits: Splits, ctx: Context, ba
         "TA": accuracy(test_logits[tr], y_test[tr]),
         "forget_TA": accuracy(test_logits[tf], y_test[tf]),
     }
-    member, nonmember = mia.balanced(r, tr, ctx.seed)
+    member, nonmember = mia.balanced(r, tr, seed)
     train_feats = mia.features(mia.softmax(train_logits), y_train)
     test_feats = mia.features(mia.softmax(test_logits), y_test)
     pick = lambda feats, idx: {k: v[idx] for k, v in feats.items()}

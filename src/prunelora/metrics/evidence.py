@@ -1,0 +1,158 @@
+"""Evidence that a class is gone, beyond UA/MIA: each is a pure function or a short procedure, compared
+with retrain (never saw the class) and the original (knows it).
+
+- probe: can a linear classifier still read the forgotten classes from the penultimate features?
+- relearn: how fast does the class come back from a handful of its samples?
+- divergence: how far are the model's output distributions from retrain's (KL and JS, in nats)?
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from ..context import Context
+from ..data import ImageData
+from ..models import classifier_name
+from ..registry import Registry
+from .mia import _log, softmax
+
+
+@torch.inference_mode()
+def penultimate(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512) -> np.ndarray:
+    """The classifier's input for every image of `x` (N, D), as float32 numpy, in eval mode."""
+    model.eval()
+    head = dict(model.named_modules())[classifier_name(model)]
+    captured = []
+    hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1).float().cpu()))
+    try:
+        with ctx.autocast():
+            for i in range(0, len(x), batch_size):
+                model(ctx.prepare_input(data.normalise(x[i : i + batch_size].to(ctx.device))))
+    finally:
+        hook.remove()
+    return torch.cat(captured).numpy()
+
+
+def balanced_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean of the per-class recalls, in % (50 = chance for two classes)."""
+    return float(100.0 * np.mean([(pred[target == c] == c).mean() for c in np.unique(target)]))
+
+
+def probe_accuracy(features: np.ndarray, is_target: np.ndarray, seed: int, folds: int = 5) -> float:
+    """Balanced accuracy (%) of a logistic-regression probe telling `is_target` samples from the rest,
+    out of fold (stratified `folds`-fold cross-validation on standardised features)."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    folds = min(folds, int(is_target.sum()), int((~is_target).sum()))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    pred = cross_val_predict(probe, features, is_target.astype(int), cv=cv)
+    return balanced_accuracy(pred, is_target.astype(int))
+
+
+def kl_js(logits: np.ndarray, reference_logits: np.ndarray) -> tuple[float, float]:
+    """Mean over samples of KL(reference || model) and of the Jensen-Shannon divergence, in nats
+    (JS is symmetric and at most ln 2)."""
+    p, q = softmax(reference_logits.astype(np.float64)), softmax(logits.astype(np.float64))
+    m = 0.5 * (p + q)
+    kl = (p * (_log(p) - _log(q))).sum(1)
+    js = 0.5 * (p * (_log(p) - _log(m))).sum(1) + 0.5 * (q * (_log(q) - _log(m))).sum(1)
+    return float(kl.mean()), float(js.mean())
+
+
+def relearn(
+    model: nn.Module, data: ImageData, forget: torch.Tensor, retain: torch.Tensor, test_forget: torch.Tensor,
+    ctx: Context, samples: int, steps: int, lr: float = 1e-3,
+) -> float:
+    """Accuracy (%) on the forgotten classes' test samples after `steps` full-batch Adam steps on a copy of
+    `model`, trained on `samples` forget samples mixed with 4x as many retain samples (all weights train,
+    BatchNorm in eval mode so that the tiny batch does not rewrite its statistics)."""
+    generator = torch.Generator().manual_seed(ctx.seed)
+    few = forget[torch.randperm(len(forget), generator=generator)[:samples]]
+    some = retain[torch.randperm(len(retain), generator=generator)[: 4 * len(few)]]
+    rows = torch.cat([few, some]).to(data.x_train.device)
+    x = ctx.prepare_input(data.normalise(data.x_train[rows].to(ctx.device)))
+    y = data.y_train[rows].to(ctx.device)
+    student = copy.deepcopy(model).eval()
+    with torch.enable_grad():
+        for p in student.parameters():
+            p.requires_grad_(True)
+        optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(student(x).float(), y).backward()
+            optimizer.step()
+    student.eval()
+    with torch.inference_mode():
+        rows = test_forget.to(data.x_test.device)
+        logits = student(ctx.prepare_input(data.normalise(data.x_test[rows].to(ctx.device)))).float()
+        return float(100.0 * (logits.argmax(1).cpu() == data.y_test[rows].cpu()).float().mean())
+
+
+# ---------------------------------------------------------------- registered evidence metrics
+
+
+@dataclass
+class EvidenceInput:
+    """What an evidence metric may look at besides the model: data, splits, context and settings."""
+
+    data: ImageData
+    splits: object  # Splits
+    ctx: Context
+    config: object  # EvalConfig
+
+
+@dataclass(frozen=True)
+class EvidenceSpec:
+    name: str
+    summary: str
+    # per model: (model, outputs=(train_logits, test_logits), inputs) -> metrics; or, with needs_reference,
+    # (outputs, reference_outputs, inputs) -> metrics, computed once retrain's outputs exist
+    fn: Callable
+    needs_reference: bool = False
+
+
+EVIDENCE: Registry[EvidenceSpec] = Registry("evidence metric")
+
+
+def register_evidence(name: str, summary: str, needs_reference: bool = False):
+    def wrap(fn):
+        EVIDENCE.add(name, EvidenceSpec(name, summary, fn, needs_reference))
+        return fn
+
+    return wrap
+
+
+@register_evidence("probe", "linear probe on penultimate features: forgotten classes vs rest, balanced accuracy %")
+def _probe(model, outputs, inputs: EvidenceInput) -> dict:
+    data, splits = inputs.data, inputs.splits
+    features = penultimate(model, data, data.x_test, inputs.ctx, inputs.config.batch_size)
+    is_target = np.isin(data.y_test.cpu().numpy(), splits.forget_classes)
+    return {"probe": probe_accuracy(features, is_target, inputs.ctx.seed)}
+
+
+@register_evidence("relearn", "forgotten classes' test accuracy % after a few steps on a few of their samples")
+def _relearn(model, outputs, inputs: EvidenceInput) -> dict:
+    cfg, splits = inputs.config, inputs.splits
+    if len(splits.test_forget) == 0:
+        return {"relearn_TA": float("nan")}
+    acc = relearn(model, inputs.data, splits.forget, splits.retain, splits.test_forget, inputs.ctx,
+                  cfg.relearn_samples, cfg.relearn_steps, cfg.relearn_lr)
+    return {"relearn_TA": acc}
+
+
+@register_evidence("divergence", "KL(retrain || model) and JS on forget and test samples, nats", needs_reference=True)
+def _divergence(outputs, reference, inputs: EvidenceInput) -> dict:
+    forget = inputs.splits.forget.numpy()
+    kl_f, js_f = kl_js(outputs[0][forget], reference[0][forget])
+    kl_t, js_t = kl_js(outputs[1], reference[1])
+    return {"KL_forget": kl_f, "JS_forget": js_f, "KL_test": kl_t, "JS_test": js_t}
