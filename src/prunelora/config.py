@@ -116,10 +116,31 @@ class LoraConfigSection:
 
 @dataclass
 class ForgetConfig:
-    classes: list[int | str] = field(default_factory=lambda: [3])  # classes to forget (index or name)
+    """The deletion request: one of classes, fraction, indices or sequence (none set = classes [3])."""
+
+    classes: list[int | str] | None = None  # classes to forget (index or name)
+    fraction: float | None = None  # forget this share of the train samples, drawn at random across classes
+    indices: str | None = None  # a file of train-set indices to forget (whitespace/comma separated, or a JSON list)
+    seed: int = 0  # seed of the random draw of `fraction` (fixed across experiment seeds: the same request)
+    # class requests that arrive one after another, each applied to the model the previous one left,
+    # e.g. [[3], [5], [8]]; every metric is reported after each request, against a retrain without all so far
+    sequence: list[list[int | str]] | None = None
 
     def __post_init__(self):
-        _check(len(self.classes) > 0, "forget.classes is empty: name at least one class, e.g. forget.classes=[3]")
+        given = [k for k in ("classes", "fraction", "indices", "sequence") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise UserError(f"forget.{given[0]} and forget.{given[-1]} are both set; a request is one of them "
+                            f"(set the other to null, e.g. forget.classes=null)")
+        _check(self.classes is None or len(self.classes) > 0,
+               "forget.classes is empty: name at least one class, e.g. forget.classes=[3]")
+        _check(self.fraction is None or 0.0 < self.fraction < 1.0, "forget.fraction must be in (0, 1), e.g. 0.1")
+        _check(self.sequence is None or (len(self.sequence) > 0 and all(len(r) > 0 for r in self.sequence)),
+               "forget.sequence needs at least one non-empty request, e.g. forget.sequence=[[3],[5]]")
+
+    @property
+    def kind(self) -> str:
+        """classes | samples"""
+        return "samples" if self.fraction is not None or self.indices is not None else "classes"
 
 
 @dataclass

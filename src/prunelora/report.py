@@ -60,18 +60,15 @@ def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) ->
 
 
 def main_table(results: dict) -> str:
-    """UA, MIA, RA, TA (%), forget-class test accuracy, cost, and Avg. Gap to retrain (mean ± std over seeds)."""
+    """UA, MIA, RA, TA (%), forget-class test accuracy, cost, and Avg. Gap to retrain (mean ± std over seeds);
+    for a sequence of requests also the time spent over all requests so far."""
+    keys, header = MAIN_KEYS, MAIN_HEADER
+    if any("cumulative_time_s" in r["metrics"] for r in results["runs"]):
+        keys, header = keys + ("cumulative_time_s",), header + ["Cumulative s"]
     if len(seeds_of(results)) > 1:
-        return _aggregate_table(results, MAIN_KEYS, MAIN_HEADER)
-    header = MAIN_HEADER
-    rows = []
-    for r in results["runs"]:
-        m = r["metrics"]
-        rows.append([
-            r["method"], _fmt(m["UA"]), _fmt(m["MIA"]), _fmt(m["RA"]), _fmt(m["TA"]), _fmt(m["forget_TA"]),
-            _fmt(m["time_s"], 1), _fmt(m["time_per_epoch_s"], 2), _fmt(m.get("time_vs_retrain")),
-            _fmt(m["peak_memory_mb"], 1), _fmt(m.get("avg_gap")),
-        ])
+        return _aggregate_table(results, keys, header)
+    digits = {"time_s": 1, "peak_memory_mb": 1, "cumulative_time_s": 1}
+    rows = [[r["method"]] + [_fmt(r["metrics"].get(k), digits.get(k, 2)) for k in keys] for r in results["runs"]]
     return _table(header, rows)
 
 
@@ -137,20 +134,39 @@ def _seed_text(results: dict) -> str:
 
 
 def markdown_report(results: dict) -> str:
+    """The whole report; for a sequence of requests, the tables after each request."""
+    steps = sorted({r["step"] for r in results["runs"] if r.get("step")})
+    if not steps:
+        return _report(results)
+    parts = []
+    for step in steps:
+        runs = [r for r in results["runs"] if r.get("step") == step]
+        names = ", ".join(results["data"]["classes"][c] for c in runs[0]["request"])
+        data = {**results["data"], "sizes": runs[0].get("sizes", results["data"]["sizes"])}
+        body = _report({**results, "data": data, "runs": runs}).split("\n\n", 1)[1]
+        parts.append(f"## Request {step} of {len(steps)}: forget {names}\n\n" + body.replace("\n## ", "\n### "))
+    title = _report(results).split("\n\n", 1)[0]
+    return title + "\n\n" + "\n\n".join(parts)
+
+
+def _report(results: dict) -> str:
     failed = failures(results)
     results = completed(results)
     cfg, env = results["config"], results["environment"]
-    forget = ", ".join(results["data"]["classes"][c] for c in results["data"]["forget_classes"])
     sizes = results["data"]["sizes"]
+    if results["data"]["forget_classes"]:
+        forget = "forget class(es) " + ", ".join(results["data"]["classes"][c] for c in results["data"]["forget_classes"])
+    else:
+        forget = f"forget {sizes['forget']} samples across classes"
     return "\n\n".join([
-        f"# prunelora: {cfg['data']['name']}, {cfg['model']['name']}, forget class(es) {forget}, {_seed_text(results)}",
+        f"# prunelora: {cfg['data']['name']}, {cfg['model']['name']}, {forget}, {_seed_text(results)}",
         (f"Forget {sizes['forget']} / retain {sizes['retain']} train samples; test {sizes['test_retain']} (remaining "
         f"classes) + {sizes['test_forget']} (forgotten). Unlearning: {cfg['unlearn']['optimizer']} lr {cfg['unlearn']['lr']}, "
         f"{cfg['unlearn']['epochs']} epochs, BatchNorm: {cfg['unlearn']['bn']}. Pruning {cfg['pruning']['amount']:.0%} "
         f"({cfg['pruning']['targets']}), LoRA r={cfg['lora']['r']} alpha={cfg['lora']['alpha']} ({cfg['lora']['targets']})."),
         ("All figures in %. UA = 100 - accuracy on the forget set; MIA = MIA-Efficacy (confidence, RBF SVC); "
-        "RA on the retain set; TA on the test samples of the remaining classes; Forget TA on those of the forgotten "
-        "classes. Time = the whole step (original: training); Avg gap = mean |difference to retrain| over UA, MIA, RA, TA."),
+        "RA on the retain set; TA on the test samples of the remaining classes (sample-wise requests: all of them); "
+        "Forget TA on those of the forgotten classes. Time = the whole step (original: training); Avg gap = mean |difference to retrain| over UA, MIA, RA, TA."),
         main_table(results),
         *([failed] if failed else []),
         *([EVIDENCE_TEXT.format(steps=cfg["eval"]["relearn_steps"], samples=cfg["eval"]["relearn_samples"])

@@ -19,7 +19,17 @@ from torch import nn
 
 from . import config as C
 from .context import Context, pick_device, seed_everything, set_threads
-from .data import DATASETS, ImageData, Splits, load_dataset, make_splits, resolve_classes
+from .data import (
+    DATASETS,
+    ImageData,
+    Splits,
+    load_dataset,
+    make_sample_splits,
+    make_splits,
+    random_indices,
+    read_indices,
+    resolve_classes,
+)
 from .errors import UserError
 from .io import atomic_write, environment, load_weights, read_state_dict, save_checkpoint
 from .methods import UnlearnTask, method_task, resolve_methods
@@ -36,6 +46,8 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     spec = get_spec(cfg.model.name)
     DATASETS.get(cfg.data.name)
     resolve_methods(cfg)
+    if cfg.forget.kind == "classes" and cfg.forget.classes is None:
+        cfg.forget.classes = [3]
     for name in cfg.eval.evidence:
         EVIDENCE.get(name)
     t, r = cfg.train, spec.recipe
@@ -50,11 +62,22 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
 def prepare(cfg: C.ExperimentConfig, device: torch.device | None = None) -> tuple[ImageData, Splits]:
     """The data set (moved whole to `device`, as uint8, when it is a GPU) and the forget/retain/test splits."""
     data = load_dataset(cfg.data)
-    classes = resolve_classes(cfg.forget.classes, data.classes)
-    splits = make_splits(data.y_train, data.y_test, classes)
+    splits = make_request_splits(cfg.forget, data)
     if device is not None and device.type == "cuda":
         data = data.to(device)
     return data, splits
+
+
+def make_request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
+    """The splits of a deletion request: whole classes, or samples (a random fraction or listed indices)."""
+    n = len(data.y_train)
+    if forget.fraction is not None:
+        return make_sample_splits(data.y_train, data.y_test, random_indices(n, forget.fraction, forget.seed))
+    if forget.indices is not None:
+        return make_sample_splits(data.y_train, data.y_test, read_indices(forget.indices, n))
+    if forget.sequence is not None:  # the classes of every request together
+        return make_splits(data.y_train, data.y_test, resolve_classes(sum(forget.sequence, []), data.classes))
+    return make_splits(data.y_train, data.y_test, resolve_classes(forget.classes or [3], data.classes))
 
 
 def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
@@ -152,29 +175,60 @@ def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool =
 
 
 def run_seed(cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Context, out, log) -> list[dict]:
-    """Original + every method for one seed; each entry compared with this seed's retrain."""
-    task = UnlearnTask(data, splits, cfg)
+    """Original + every method for one seed; each entry compared with this seed's retrain. A sequence of
+    requests applies each method to the model its previous request left; retrain starts afresh each time."""
     original, original_cost = train_original(cfg, data, ctx)
-    kept = {"original": {}}
+    if cfg.forget.sequence is None:
+        return run_request(cfg, data, splits, ctx, original, original_cost, {}, out, log)[0]
+    runs, models, spent, forgotten = [], {}, {}, []
+    for step, request in enumerate(cfg.forget.sequence, 1):
+        request = resolve_classes(request, data.classes)
+        forgotten += [c for c in request if c not in forgotten]
+        step_splits = make_splits(data.y_train, data.y_test, resolve_classes(forgotten, data.classes))
+        step_runs, models = run_request(cfg, data, step_splits, ctx, original, original_cost, models, out, log, step)
+        for r in step_runs:
+            r.update(step=step, request=request, sizes=_sizes(step_splits))
+            if "error" not in r and r["method"] != "original":
+                spent[r["method"]] = spent.get(r["method"], 0.0) + r["metrics"]["time_s"]
+                r["metrics"]["cumulative_time_s"] = spent[r["method"]]
+        runs += step_runs
+    return runs
+
+
+def run_request(
+    cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Context, original: nn.Module, original_cost: dict,
+    starts: dict, out, log, step: int | None = None,
+) -> tuple[list[dict], dict]:
+    """One request: evaluate the original, run every method from `starts[name]` (default: the original),
+    compare with retrain. Returns the run entries and each method's resulting model (None if it failed)."""
+    task = UnlearnTask(data, splits, cfg)
+    kept, models = {"original": {}}, {}
     scores = evaluate_model(original, data, splits, cfg, ctx, kept["original"])
     runs = [_run_entry("original", cfg, combine_metrics(scores, original_cost), original_cost)]
     log(_progress_line(runs[-1]))
     for name in cfg.methods:
+        start = starts.get(name, original)
+        if start is None:
+            runs.append({"method": name, "seed": cfg.seed, "metrics": {}, "info": {}, "error": "failed at an earlier request"})
+            models[name] = None
+            continue
         try:
-            model, record = unlearn_one(name, original, task, ctx)
+            model, record = unlearn_one(name, start, task, ctx)
             kept[name] = {}
             scores = evaluate_model(model, data, splits, cfg, ctx, kept[name])
         except FloatingPointError as err:  # a diverging method: report it, keep the others
             runs.append({"method": name, "seed": cfg.seed, "metrics": {}, "info": {}, "error": str(err)})
             log(f"seed {cfg.seed} {name:>15}: failed: {err}")
+            models[name] = None
             continue
+        models[name] = model
         runs.append(_run_entry(name, cfg, combine_metrics(scores, record), record))
         log(_progress_line(runs[-1]))
         if cfg.save_models and out is not None:
-            suffix = f"-seed{cfg.seed}" if cfg.seeds else ""
+            suffix = (f"-seed{cfg.seed}" if cfg.seeds else "") + (f"-request{step}" if step else "")
             save_checkpoint(Path(out) / "models" / f"{name}{suffix}.safetensors", model, C.to_dict(cfg), {"method": name})
     _add_comparisons(runs, kept, EvidenceInput(data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval))
-    return runs
+    return runs, models
 
 
 def _run_entry(method: str, cfg, metrics: dict, record: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from . import vision  # noqa: F401  (registers the on-disk data sets)
 from .datasets import DATASETS, ImageData, load_dataset
-from .splits import Splits, make_splits, resolve_classes
+from .splits import Splits, make_sample_splits, make_splits, random_indices, read_indices, resolve_classes
 
-__all__ = ["DATASETS", "ImageData", "Splits", "load_dataset", "make_splits", "resolve_classes"]
+__all__ = ["DATASETS", "ImageData", "Splits", "load_dataset", "make_sample_splits", "make_splits", "random_indices", "read_indices",
+           "resolve_classes"]

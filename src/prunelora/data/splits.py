@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -16,7 +19,7 @@ class Splits:
     forget_classes: list[int]
     forget: torch.Tensor  # train samples to forget (D_f)
     retain: torch.Tensor  # train samples to keep (D_r)
-    test_retain: torch.Tensor  # test samples of the remaining classes (TA is measured here)
+    test_retain: torch.Tensor  # test samples of the remaining classes (TA is measured here; all, sample-wise)
     test_forget: torch.Tensor  # test samples of the forgotten classes
 
 
@@ -54,3 +57,44 @@ def make_splits(y_train: torch.Tensor, y_test: torch.Tensor, forget_classes: lis
         test_retain=torch.nonzero(~in_test).flatten(),
         test_forget=torch.nonzero(in_test).flatten(),
     )
+
+
+def make_sample_splits(y_train: torch.Tensor, y_test: torch.Tensor, forget: torch.Tensor) -> Splits:
+    """Sample-wise forgetting: the given train samples are forgotten, every class stays; TA covers the whole
+    test set and there is no forgotten-class test set."""
+    mask = torch.zeros(len(y_train), dtype=torch.bool)
+    mask[forget] = True
+    return Splits(
+        forget_classes=[],
+        forget=torch.nonzero(mask).flatten(),
+        retain=torch.nonzero(~mask).flatten(),
+        test_retain=torch.arange(len(y_test)),
+        test_forget=torch.zeros(0, dtype=torch.long),
+    )
+
+
+def random_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """round(fraction * n) distinct indices of range(n), drawn uniformly with `seed` (at least 1, at most n - 1)."""
+    k = min(max(round(fraction * n), 1), n - 1)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+
+def read_indices(path: str | Path, n: int) -> torch.Tensor:
+    """Train-set indices from a text file (integers separated by whitespace or commas) or a JSON list."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"forget.indices file '{path}' does not exist; pass a file of train-set indices")
+    text = path.read_text(errors="replace").strip()
+    try:
+        values = json.loads(text) if text.startswith("[") else [int(v) for v in re.split(r"[\s,]+", text) if v]
+    except ValueError:
+        raise UserError(f"forget.indices file '{path}' must hold integers (one per line, or a JSON list)") from None
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise UserError(f"forget.indices file '{path}' must hold at least one integer index")
+    bad = [v for v in values if not 0 <= v < n]
+    if bad:
+        raise UserError(f"forget.indices: index {bad[0]} is out of range; the train set has indices 0..{n - 1}")
+    unique = sorted(set(values))
+    if len(unique) >= n:
+        raise UserError(f"forget.indices names all {n} train samples, which leaves nothing to retain")
+    return torch.tensor(unique, dtype=torch.long)

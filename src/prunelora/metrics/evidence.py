@@ -51,9 +51,12 @@ def balanced_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
 
 def probe_accuracy(features: np.ndarray, is_target: np.ndarray, seed: int, folds: int = 5) -> float:
     """Balanced accuracy (%) of a logistic-regression probe telling `is_target` samples from the rest,
-    out of fold (stratified `folds`-fold cross-validation on standardised features)."""
+    out of fold (stratified `folds`-fold cross-validation on standardised features); NaN when either side
+    has fewer than two samples."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
     folds = min(folds, int(is_target.sum()), int((~is_target).sum()))
+    if folds < 2:  # too few samples on one side to cross-validate
+        return float("nan")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     pred = cross_val_predict(probe, features, is_target.astype(int), cv=cv)
     return balanced_accuracy(pred, is_target.astype(int))
@@ -135,6 +138,8 @@ def register_evidence(name: str, summary: str, needs_reference: bool = False):
 @register_evidence("probe", "linear probe on penultimate features: forgotten classes vs rest, balanced accuracy %")
 def _probe(model, outputs, inputs: EvidenceInput) -> dict:
     data, splits = inputs.data, inputs.splits
+    if not splits.forget_classes:  # sample-wise requests: no class to look for
+        return {"probe": float("nan")}
     features = penultimate(model, data, data.x_test, inputs.ctx, inputs.config.batch_size)
     is_target = np.isin(data.y_test.cpu().numpy(), splits.forget_classes)
     return {"probe": probe_accuracy(features, is_target, inputs.ctx.seed)}
