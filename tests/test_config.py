@@ -20,7 +20,7 @@ def test_defaults():
     assert cfg == C.ExperimentConfig()
     assert cfg.seed == 0 and cfg.methods == ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
     assert cfg.data.name == "digits" and cfg.model.name == "resnet18-tiny"
-    assert cfg.forget.classes == [3]
+    assert cfg.forget.classes is None and resolve_config(cfg).forget.classes == [3]  # no request given: class 3
     assert (cfg.unlearn.epochs, cfg.unlearn.optimizer, cfg.unlearn.lr, cfg.unlearn.batch_size) == (5, "adam", 1e-3, 128)
     assert cfg.pruning.amount == 0.5 and cfg.lora.dropout == 0.1
     assert cfg.train.epochs is None and cfg.lora.r is None  # filled in by the model preset
