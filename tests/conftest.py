@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 
 import pytest
 import torch
@@ -18,6 +20,8 @@ TINY_OVERRIDES = ["model.width=4", "data.image_size=8", "train.epochs=1", "unlea
 def pytest_configure(config):
     # tiny models: one thread is faster than several (no synchronisation cost), and it matches threads=1
     torch.set_num_threads(1)
+    # models cached by tests stay in a throw-away directory, never the user's cache
+    os.environ["PRUNELORA_CACHE"] = tempfile.mkdtemp(prefix="prunelora-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -228,3 +228,24 @@ def test_image_data_moves_whole(tiny_data):
     moved = data.to(torch.device("cpu"))
     assert moved.x_train.dtype == torch.uint8 and torch.equal(moved.x_train, data.x_train)
     assert moved.classes == data.classes and moved.augment == data.augment
+
+
+@pytest.mark.parametrize("rule, expected", [("prune", [3]), ("keep", [])])
+def test_forget_head_row_ablation_on_vit(tiny_overrides, rule, expected):
+    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
+    cfg = resolve_config(load_config(overrides=overrides + [
+        "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2", f"pruning.forget_head_rows={rule}"]))
+    data, splits = prepare(cfg)
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    original, _ = train_original(cfg, data, ctx)
+    _, record = unlearn_one("prunelora", original, UnlearnTask(data, splits, cfg), ctx)
+    assert record["forget_head_rows_pruned"] == expected and record["pruned_rows"] == 8 + 5
+
+
+def test_forget_head_row_rule_needs_a_pruned_head(unlearn_task, trained_original, cpu_ctx):
+    from prunelora.errors import UserError
+
+    cfg = resolve_config(load_config(overrides=["pruning.forget_head_rows=keep"]))
+    task = UnlearnTask(unlearn_task.data, unlearn_task.splits, cfg)
+    with pytest.raises(UserError, match="needs the head among the pruned layers"):
+        unlearn_one("prunelora", trained_original, task, cpu_ctx)

@@ -111,3 +111,18 @@ def test_zero_rows_and_count_zero_rows():
     with torch.no_grad():
         net.fc.weight[pruned["fc"][0], 0] = 0.5  # training writes into one pruned row
     assert count_zero_rows(net, pruned) == (4, 5)
+
+
+@pytest.mark.parametrize("rule, rows, expected", [
+    ("keep", [0], [1, 2]),  # row 0 has the smallest norm but is kept: the next two go
+    ("prune", [3], [3, 0]),  # row 3 has the largest norm but is pruned first, then the smallest
+    ("keep", [], [0, 1]),
+])
+def test_forget_row_rules(rule, rows, expected):
+    layer = nn.Linear(2, 5, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, 0.0], [0.2, 0.0], [0.3, 0.0], [9.0, 0.0], [5.0, 0.0]]))
+    model = nn.Sequential(layer)
+    pruned = prune_l2_structured(model, ["0"], 0.4, {"0": (rule, rows)})
+    assert sorted(pruned["0"]) == sorted(expected)
+    assert zero_rows(layer.weight) == sorted(expected)

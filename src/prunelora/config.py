@@ -97,9 +97,13 @@ class UnlearnConfig:
 class PruningConfig:
     amount: float = 0.5  # share of output channels / rows zeroed in each target layer (by smallest L2 norm)
     targets: str = "paper"  # a preset of the model family (see `prunelora list`) or a regex over module names
+    # the forgotten classes' rows of a pruned classifier head: l2 (by norm, like every row) | keep (never
+    # pruned) | prune (always pruned); the ablation of where PruneLoRA's forgetting comes from
+    forget_head_rows: str = "l2"
 
     def __post_init__(self):
         _check(0.0 <= self.amount < 1.0, "pruning.amount must be in [0, 1)")
+        _check(self.forget_head_rows in ("l2", "keep", "prune"), "pruning.forget_head_rows must be l2, keep or prune")
 
 
 @dataclass
@@ -151,11 +155,13 @@ class EvalConfig:
     relearn_samples: int = 8  # forget samples the relearning attack trains on (plus 4x as many retain samples)
     relearn_steps: int = 10  # full-batch Adam steps of the relearning attack
     relearn_lr: float = 1e-3
+    attack_shadows: int = 4  # shadow models retrained from scratch for the `attack` metric (opt-in: it trains them)
 
     def __post_init__(self):
         _check(self.batch_size > 0, "eval.batch_size must be a positive integer")
         _check(self.relearn_samples > 0 and self.relearn_steps > 0, "eval.relearn_samples and eval.relearn_steps must be positive")
         _check(self.relearn_lr > 0, "eval.relearn_lr must be positive")
+        _check(self.attack_shadows >= 2, "eval.attack_shadows must be at least 2 (a spread needs two models)")
 
 
 @dataclass
@@ -169,6 +175,7 @@ class ExperimentConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on the CPU)
     compile: bool = False  # torch.compile the model for training (slow start, faster steps on GPUs)
+    cache: bool = True  # reuse the original and retrain from the on-disk cache ($PRUNELORA_CACHE) when identical
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

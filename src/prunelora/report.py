@@ -83,8 +83,8 @@ def mia_table(results: dict) -> str:
     return _table(header, rows)
 
 
-EVIDENCE_KEYS = ("probe", "relearn_TA", "KL_forget", "JS_forget", "KL_test", "JS_test")
-EVIDENCE_HEADER = ["Method", "Probe %", "Relearn TA %", "KL forget", "JS forget", "KL test", "JS test"]
+EVIDENCE_KEYS = ("probe", "relearn_TA", "attack", "KL_forget", "JS_forget", "KL_test", "JS_test")
+EVIDENCE_HEADER = ["Method", "Probe %", "Relearn TA %", "Attack %", "KL forget", "JS forget", "KL test", "JS test"]
 
 
 def evidence_table(results: dict) -> str:
@@ -95,7 +95,7 @@ def evidence_table(results: dict) -> str:
     header = ["Method"] + [EVIDENCE_HEADER[EVIDENCE_KEYS.index(k) + 1] for k in present]
     if len(seeds_of(results)) > 1:
         return _aggregate_table(results, tuple(present), header)
-    digits = {"probe": 2, "relearn_TA": 2}
+    digits = {"probe": 2, "relearn_TA": 2, "attack": 2}
     rows = [[r["method"]] + [_fmt(r["metrics"].get(k), digits.get(k, 4)) for k in present] for r in results["runs"]]
     return _table(header, rows)
 
@@ -106,6 +106,8 @@ EVIDENCE_TEXT = (
     "telling the forgotten classes from the rest (out of fold; 50 = the features do not encode them). Relearn TA: "
     "accuracy (%) on the forgotten classes' test samples after {steps} Adam steps on {samples} of their train samples "
     "(plus 4x as many retain samples); a model that relearns far faster than retrain did not really forget. "
+    "Attack (when asked for, eval.evidence=[...,attack]): balanced accuracy (%) of a U-LiRA-style per-example "
+    "attack telling this model's forget samples from retrain's, against shadow retrains (50 = indistinguishable). "
     "KL (retrain || model) and JS, in nats, on the forget set and the whole test set: 0 = retrain's outputs."
 )
 
@@ -149,6 +151,14 @@ def markdown_report(results: dict) -> str:
     return title + "\n\n" + "\n\n".join(parts)
 
 
+def _cached_text(results: dict) -> str:
+    cached = [f"{r['method']} (seed {r['seed']})" for r in results["runs"] if r.get("info", {}).get("cached")]
+    if not cached:
+        return ""
+    return (f"Loaded from the model cache: {', '.join(cached)}; their times and memory are those recorded when they "
+            "were trained (run with cache=false to retrain).")
+
+
 def _report(results: dict) -> str:
     failed = failures(results)
     results = completed(results)
@@ -169,6 +179,7 @@ def _report(results: dict) -> str:
         "Forget TA on those of the forgotten classes. Time = the whole step (original: training); Avg gap = mean |difference to retrain| over UA, MIA, RA, TA."),
         main_table(results),
         *([failed] if failed else []),
+        *([_cached_text(results)] if _cached_text(results) else []),
         *([EVIDENCE_TEXT.format(steps=cfg["eval"]["relearn_steps"], samples=cfg["eval"]["relearn_samples"])
            + "\n\n" + evidence_table(results)] if evidence_table(results) else []),
         "## MIA-Efficacy by attack feature\n\n" + mia_table(results),

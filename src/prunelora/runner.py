@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import cache
 from . import config as C
 from .context import Context, pick_device, seed_everything, set_threads
 from .data import (
@@ -76,7 +77,7 @@ def make_request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
     if forget.indices is not None:
         return make_sample_splits(data.y_train, data.y_test, read_indices(forget.indices, n))
     if forget.sequence is not None:  # the classes of every request together
-        return make_splits(data.y_train, data.y_test, resolve_classes(sum(forget.sequence, []), data.classes))
+        return make_splits(data.y_train, data.y_test, resolve_classes([c for request in forget.sequence for c in request], data.classes))
     return make_splits(data.y_train, data.y_test, resolve_classes(forget.classes or [3], data.classes))
 
 
@@ -99,10 +100,16 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
         record = {"time_s": 0.0, "epochs": 0, "peak_memory_mb": 0.0, "loaded_from": cfg.model.init}
         return ctx.prepare_model(model).eval(), record
     model = ctx.prepare_model(model)
+    everything = torch.arange(len(data.y_train))
+    key, described = cache.model_key("original", cfg, cfg.seed, everything)
+    if cfg.cache and (record := cache.load("original", key, model)) is not None:
+        return model.eval(), record
     ctx.meter = CostMeter(ctx.device)
     with ctx.meter.measure():
-        history = fit(model, data, torch.arange(len(data.y_train)), recipe_from(cfg.train), ctx, desc="original")
+        history = fit(model, data, everything, recipe_from(cfg.train), ctx, desc="original")
     record = {"time_s": ctx.meter.seconds, "epochs": cfg.train.epochs, "peak_memory_mb": ctx.meter.peak_mb}
+    if cfg.cache:
+        cache.store("original", key, described, model, record)
     return model, {**record, "history": history}
 
 
@@ -128,7 +135,7 @@ def evaluate_model(
     ctx = dataclasses.replace(ctx, seed=cfg.seed)
     outs = outputs(model, data, ctx, cfg.eval.batch_size)
     metrics = quality(*outs, data, splits, cfg.seed)
-    inputs = EvidenceInput(data, splits, ctx, cfg.eval)
+    inputs = EvidenceInput(data, splits, ctx, cfg.eval, cfg)
     for name in cfg.eval.evidence:
         spec = EVIDENCE.get(name)
         if not spec.needs_reference:
@@ -227,7 +234,7 @@ def run_request(
         if cfg.save_models and out is not None:
             suffix = (f"-seed{cfg.seed}" if cfg.seeds else "") + (f"-request{step}" if step else "")
             save_checkpoint(Path(out) / "models" / f"{name}{suffix}.safetensors", model, C.to_dict(cfg), {"method": name})
-    _add_comparisons(runs, kept, EvidenceInput(data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval))
+    _add_comparisons(runs, kept, EvidenceInput(data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval, cfg))
     return runs, models
 
 

@@ -8,21 +8,21 @@ loop, pruning, adapters) live once, in `_train.py`, `..pruning` and `..adapters`
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 import copy
 import dataclasses
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 
 from .. import config as C
-from ..errors import UserError
-from ..registry import unknown_name_message
 from ..data import ImageData, Splits
-from ..models import HEAD, arch_of, get_spec, select_layers
-from ..registry import Registry
+from ..errors import UserError
+from ..models import HEAD, arch_of, classifier_name, get_spec, select_layers
+from ..pruning import count_zero_rows, prune_l2_structured
+from ..registry import Registry, unknown_name_message
 from ._train import Recipe, recipe_from
 
 
@@ -67,6 +67,32 @@ class UnlearnTask:
         spec = get_spec(self.config.model.name)
         targets = self.config.pruning.targets if kind == "prune" else self.config.lora.targets
         return select_layers(model, spec.family, targets, kind, arch_of(self.config.model).get("depth"))
+
+    def prune(self, model: nn.Module) -> dict[str, list[int]]:
+        """L2-prune the layers of `pruning.targets` (with `pruning.forget_head_rows` for the head); returns
+        the zeroed rows per layer."""
+        cfg = self.config.pruning
+        names = self.layers(model, "prune")
+        rule = None
+        if cfg.forget_head_rows != "l2":
+            head = classifier_name(model)
+            if head not in names:
+                raise UserError(f"pruning.forget_head_rows={cfg.forget_head_rows} needs the head among the pruned layers, "
+                                f"but pruning.targets={cfg.targets} does not prune it")
+            rule = {head: (cfg.forget_head_rows, list(self.splits.forget_classes))}
+        return prune_l2_structured(model, names, cfg.amount, rule)
+
+    def pruning_info(self, model: nn.Module, pruned: dict[str, list[int]]) -> dict:
+        """Facts for the report: pruned layers and rows, how many rows are still zero in the final `model`,
+        and which forgotten classes' head rows were pruned (when the head was)."""
+        if not pruned:
+            return {}
+        still, total = count_zero_rows(model, pruned)
+        info = {"pruned_layers": len(pruned), "pruned_rows": total, "pruned_rows_still_zero": still}
+        head = classifier_name(model)
+        if head in pruned:
+            info["forget_head_rows_pruned"] = sorted(set(pruned[head]) & set(self.splits.forget_classes))
+        return info
 
     def unlearn_recipe(self) -> Recipe:
         """The `unlearn` section's recipe with the method's own overrides (hparams.<method>.epochs, lr, ...)."""

@@ -160,7 +160,7 @@ def fit(
     y_all = (data.y_train if labels is None else labels).to(ctx.device)
     if objective is None:
         loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-        objective = lambda logits, batch: loss_fn(logits, batch.y)  # noqa: E731
+        objective = lambda logits, batch: loss_fn(logits, batch.y)
     pair = Cycle(paired[0], paired[1], generator) if paired is not None else None
     forward = torch.compile(model) if ctx.compile else model  # compiled graph shares the model's parameters
     bn_index = index if bn_index is None else bn_index

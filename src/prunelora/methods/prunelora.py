@@ -16,7 +16,6 @@ import re
 
 from ..adapters import add_lora, merge_lora
 from ..models import classifier_name
-from ..pruning import count_zero_rows, prune_l2_structured
 from . import Unlearned, UnlearnTask, register_method, trainable_parameters
 from ._train import fit
 
@@ -24,7 +23,7 @@ from ._train import fit
 def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     """Optionally prune, then train LoRA adapters plus the head on the retain set, then merge."""
     cfg = task.config
-    pruned = prune_l2_structured(model, task.layers(model, "prune"), cfg.pruning.amount) if prune else {}
+    pruned = task.prune(model) if prune else {}
     head = classifier_name(model)
     lora_layers = [name for name in task.layers(model, "lora") if name != head]
     pattern = "|".join(re.escape(name) for name in lora_layers)
@@ -33,11 +32,7 @@ def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     recipe = task.unlearn_recipe()
     info["history"] = fit(wrapped, task.data, task.splits.retain, recipe, ctx, desc="adapt")
     merged = merge_lora(wrapped)
-    if pruned:
-        still, total = count_zero_rows(merged, pruned)
-        info.update(pruned_layers=len(pruned), pruned_rows=total, pruned_rows_still_zero=still)
-        if head in pruned:
-            info["forget_head_rows_pruned"] = sorted(set(pruned[head]) & set(task.splits.forget_classes))
+    info.update(task.pruning_info(merged, pruned))
     return Unlearned(merged, recipe.epochs, info)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from .. import cache
 from ..models import create_model
 from . import MethodConfig, Unlearned, UnlearnTask, register_method
 from ._train import fit
@@ -9,8 +12,15 @@ from ._train import fit
 
 @register_method("retrain", "exact unlearning: train from scratch on the retain set (the original's recipe)", ("train",), MethodConfig)
 def retrain(model, task: UnlearnTask, ctx) -> Unlearned:
-    data = task.data
-    fresh = ctx.prepare_model(create_model(task.config.model, data.num_classes, data.in_chans, data.image_size))
+    data, cfg = task.data, task.config
+    fresh = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
     recipe = task.train_recipe()
+    key, described = cache.model_key("retrain", cfg, ctx.seed, task.splits.retain)
+    if cfg.cache and (record := cache.load("retrain", key, fresh)) is not None:
+        return Unlearned(fresh.eval(), recipe.epochs, record)  # with the time and memory it took when trained
+    start = time.perf_counter()
     history = fit(fresh, data, task.splits.retain, recipe, ctx, desc="retrain")
+    if cfg.cache:
+        cost = {"time_s": time.perf_counter() - start, "peak_memory_mb": ctx.meter.peak_mb}
+        cache.store("retrain", key, described, fresh, cost)
     return Unlearned(fresh, recipe.epochs, {"history": history})

@@ -9,6 +9,7 @@ with retrain (never saw the class) and the original (knows it).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ..context import Context
 from ..data import ImageData
 from ..models import classifier_name
 from ..registry import Registry
+from .cost import CostMeter
 from .mia import _log, softmax
 
 
@@ -112,6 +114,7 @@ class EvidenceInput:
     splits: object  # Splits
     ctx: Context
     config: object  # EvalConfig
+    experiment: object = None  # the whole ExperimentConfig (for metrics that train shadow models)
 
 
 @dataclass(frozen=True)
@@ -161,3 +164,54 @@ def _divergence(outputs, reference, inputs: EvidenceInput) -> dict:
     kl_f, js_f = kl_js(outputs[0][forget], reference[0][forget])
     kl_t, js_t = kl_js(outputs[1], reference[1])
     return {"KL_forget": kl_f, "JS_forget": js_f, "KL_test": kl_t, "JS_test": js_t}
+
+
+# shadow models' phi on the forget set, per (data, model, recipe, request, shadow count): trained once per
+# process and reused across seeds and methods (they do not depend on either)
+_SHADOWS: dict[str, np.ndarray] = {}
+
+
+def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
+    """(shadows, forget samples) logit-scaled confidences of models retrained from scratch on the retain set
+    with the original's recipe and seeds 1_000_000 + k (never an experiment's seed)."""
+    import json
+    import zlib
+
+    from ..config import to_dict
+    from ..context import seed_everything
+    from ..methods._train import fit, recipe_from
+    from ..models import create_model
+    from .attack import logit_confidence
+    from .evaluate import predict
+
+    cfg, data, splits = inputs.experiment, inputs.data, inputs.splits
+    forget = splits.forget
+    described = json.dumps([to_dict(cfg.data), to_dict(cfg.model), to_dict(cfg.train), forget.tolist(),
+                            inputs.config.attack_shadows], sort_keys=True)
+    key = f"{zlib.crc32(described.encode()):08x}-{len(described)}"
+    if key not in _SHADOWS:
+        phis = []
+        for k in range(inputs.config.attack_shadows):
+            seed = 1_000_000 + k
+            seed_everything(seed)
+            ctx = dataclasses.replace(inputs.ctx, seed=seed, meter=CostMeter(inputs.ctx.device))
+            model = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
+            fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"attack shadow {k + 1}")
+            logits = predict(model, data, data.x_train[forget.to(data.x_train.device)], ctx)
+            phis.append(logit_confidence(logits, data.y_train[forget].cpu().numpy()))
+        _SHADOWS.clear()  # keep one request's shadows: they are all a run needs
+        _SHADOWS[key] = np.stack(phis)
+    return _SHADOWS[key]
+
+
+@register_evidence("attack", "U-LiRA-style attack: balanced accuracy % telling this model's forget samples from "
+                   "retrain's (50 = indistinguishable); trains eval.attack_shadows shadow retrains", needs_reference=True)
+def _attack(outputs, reference, inputs: EvidenceInput) -> dict:
+    from .attack import fit_reference, logit_confidence, scores, threshold_accuracy
+
+    forget = inputs.splits.forget.numpy()
+    y = inputs.data.y_train.cpu().numpy()[forget]
+    mean, std = fit_reference(shadow_phis(inputs))
+    positive = scores(logit_confidence(outputs[0][forget], y), mean, std)
+    negative = scores(logit_confidence(reference[0][forget], y), mean, std)
+    return {"attack": threshold_accuracy(positive, negative, inputs.ctx.seed)}

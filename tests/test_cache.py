@@ -1,0 +1,79 @@
+"""The model cache: keys, hits and misses, a corrupted entry, and identical results from a cached run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from prunelora import cache
+from prunelora.config import load_config
+from prunelora.context import Context
+from prunelora.runner import resolve_config, run, train_original
+
+
+@pytest.fixture
+def cache_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNELORA_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_key_covers_what_determines_the_model(tiny_cfg):
+    index = torch.arange(10)
+    key, described = cache.model_key("original", tiny_cfg, 0, index)
+    assert key == cache.model_key("original", tiny_cfg, 0, torch.arange(10))[0]
+    other_train = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, lr=0.05))
+    for changed in (cache.model_key("original", tiny_cfg, 1, index), cache.model_key("retrain", tiny_cfg, 0, index),
+                    cache.model_key("original", tiny_cfg, 0, torch.arange(9)),
+                    cache.model_key("original", other_train, 0, index)):
+        assert changed[0] != key
+    no_download = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, download=True))
+    assert cache.model_key("original", no_download, 0, index)[0] == key  # downloading changes no data
+    assert '"seed": 0' in described
+
+
+def test_miss_then_hit(cache_here, tiny_cfg, tiny_data):
+    data, _ = tiny_data
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    first, record = train_original(tiny_cfg, data, ctx)
+    assert "cached" not in record and len(list(cache_here.glob("original-*.safetensors"))) == 1
+    second, again = train_original(tiny_cfg, data, ctx)
+    assert again["cached"] and again["time_s"] == pytest.approx(record["time_s"])
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    off = dataclasses.replace(tiny_cfg, cache=False)
+    assert "cached" not in train_original(off, data, ctx)[1]
+
+
+def test_a_file_with_another_key_is_not_used(cache_here, tiny_cfg, tiny_data):
+    data, _ = tiny_data
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    model, _ = train_original(tiny_cfg, data, ctx)
+    (path,) = cache_here.glob("original-*.safetensors")
+    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"key": "0" * 64, "record": "{}"})  # same name, wrong hash
+    reloaded, record = train_original(tiny_cfg, data, ctx)
+    assert "cached" not in record  # retrained, not the zeros
+    assert any(v.abs().sum() > 0 for v in reloaded.state_dict().values())
+    path.write_bytes(b"not a safetensors file")
+    assert "cached" not in train_original(tiny_cfg, data, ctx)[1]
+
+
+def test_cache_can_be_turned_off(tmp_path, monkeypatch, tiny_cfg, tiny_data):
+    monkeypatch.setenv("PRUNELORA_CACHE", "off")
+    data, _ = tiny_data
+    assert "cached" not in train_original(tiny_cfg, data, Context(torch.device("cpu"), seed=0, progress=False))[1]
+    assert cache.cache_dir() is None
+
+
+def test_a_cached_run_gives_identical_metrics(cache_here, tiny_overrides):
+    cfg = load_config(overrides=[*tiny_overrides, "methods=[retrain,finetune]"])
+    first = run(cfg, progress=False, log=lambda *a: None)
+    second = run(cfg, progress=False, log=lambda *a: None)
+    assert [r["info"].get("cached") for r in second["runs"]] == [True, True, None]
+    for a, b in zip(first["runs"], second["runs"]):
+        quality = {k: v for k, v in a["metrics"].items() if "time" not in k and "memory" not in k}
+        assert quality == {k: b["metrics"][k] for k in quality}, a["method"]
+    assert resolve_config(cfg).cache
