@@ -19,11 +19,13 @@ from .io import atomic_write, environment, load_weights, read_checkpoint, save_c
 from .methods import UnlearnTask
 from .metrics.evaluate import accuracy, predict
 from .models import create_model
+from .pruning import match_shapes
 from .runner import (
     check_out_dir,
     combine_metrics,
     evaluate_model,
     make_context,
+    model_facts,
     prepare,
     resolve_config,
     train_original,
@@ -41,25 +43,48 @@ def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True) -> di
     model, record = train_original(cfg, data, ctx)
     record["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.cpu().numpy())
     record["environment"] = environment(ctx.device, ctx.meter.kind)
-    save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "original"})
+    save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "original", **model_facts(data)})
     atomic_write(out / "metrics.json", json.dumps(record, indent=2))
     return record
 
 
 def load_model(checkpoint: str | Path, overrides: list[str] = (), config_file: str | None = None):
     """(state dict, resolved config) of a checkpoint; overrides may not change model.* or data.*."""
-    state, saved, _ = read_checkpoint(checkpoint)
+    state, cfg, _ = _load(checkpoint, overrides, config_file)
+    return state, cfg
+
+
+def load_module(checkpoint: str | Path) -> nn.Module:
+    """The model of a checkpoint as a plain `nn.Module` in eval mode (channels removed or not)."""
+    state, cfg, extra = _load(checkpoint)
+    if "num_classes" in extra:
+        shape = (extra["num_classes"], extra["in_chans"], extra["image_size"])
+    else:  # checkpoints of `prunelora train`/`unlearn` before these facts were stored: read the data set
+        data, _ = prepare(cfg)
+        shape = (data.num_classes, data.in_chans, data.image_size)
+    return _build(state, cfg, shape, checkpoint, extra).eval()
+
+
+def _load(checkpoint, overrides: list[str] = (), config_file: str | None = None):
+    state, saved, extra = read_checkpoint(checkpoint)
     fixed = C.from_dict(C.ExperimentConfig, saved)  # the checkpoint's own settings, newer keys at their defaults
     cfg = resolve_config(C.load_config(config_file, overrides, base=saved))
     for section in ("model", "data"):
         if getattr(cfg, section) != getattr(fixed, section):
             raise UserError(f"the checkpoint fixes the {section} settings; remove the {section}.* overrides")
-    return state, cfg
+    return state, cfg, extra
 
 
-def _build(state: dict, cfg: C.ExperimentConfig, data, checkpoint) -> nn.Module:
-    model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
+def _build(state: dict, cfg: C.ExperimentConfig, shape: tuple[int, int, int], checkpoint, extra: dict) -> nn.Module:
+    """The model of `cfg` for (classes, channels, image size), shrunk to the checkpoint's removed channels."""
+    model = create_model(cfg.model, *shape)
+    if extra.get("channels_removed"):
+        match_shapes(model, state)
     return load_weights(model, state, checkpoint)
+
+
+def _shape(data) -> tuple[int, int, int]:
+    return data.num_classes, data.in_chans, data.image_size
 
 
 def unlearn(
@@ -67,16 +92,17 @@ def unlearn(
     config_file: str | None = None, progress: bool = True,
 ) -> dict:
     """Unlearn a saved model with one method; write the unlearned model and its metrics to OUT."""
-    state, cfg = load_model(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
+    state, cfg, extra = _load(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
     out = Path(out)
     check_out_dir(out)
     ctx = make_context(cfg, progress)
     data, splits = prepare(cfg, ctx.device)
-    original = ctx.prepare_model(_build(state, cfg, data, checkpoint))
+    original = ctx.prepare_model(_build(state, cfg, _shape(data), checkpoint, extra))
     model, record = unlearn_one(method, original, UnlearnTask(data, splits, cfg), ctx)
     metrics = combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record)
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb", "history")}
-    save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "unlearned", "method": method})
+    facts = model_facts(data, extra.get("channels_removed", False) or "removed_layers" in record)
+    save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "unlearned", "method": method, **facts})
     atomic_write(out / "metrics.json", json.dumps({
         "method": method, "seed": cfg.seed, "metrics": metrics, "info": info,
         "environment": environment(ctx.device, ctx.meter.kind),
@@ -88,12 +114,12 @@ def evaluate_checkpoint(
     checkpoint: str | Path, overrides: list[str] = (), config_file: str | None = None, out: str | Path | None = None
 ) -> dict:
     """UA, RA, TA, MIA... of a saved model for the forget request in its config (or the overrides)."""
-    state, cfg = load_model(checkpoint, overrides, config_file)
+    state, cfg, extra = _load(checkpoint, overrides, config_file)
     if out is not None and Path(out).is_dir():
         raise UserError(f"--out '{out}' is a directory; evaluate writes one JSON file, pass a file name")
     ctx = make_context(cfg, progress=False)
     data, splits = prepare(cfg, ctx.device)
-    model = ctx.prepare_model(_build(state, cfg, data, checkpoint))
+    model = ctx.prepare_model(_build(state, cfg, _shape(data), checkpoint, extra))
     metrics = evaluate_model(model, data, splits, cfg, ctx)
     metrics["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.cpu().numpy())
     if out is not None:
@@ -101,4 +127,36 @@ def evaluate_checkpoint(
     return metrics
 
 
-__all__ = ["evaluate_checkpoint", "load_model", "train", "unlearn"]
+def export(run_dir: str | Path, method: str, out: str | Path, seed: int | None = None) -> dict:
+    """Write method `method`'s model of a finished run (LoRA merged, masks or removed channels baked in) to
+    OUT (safetensors + config), checked to load back with identical outputs. The run must have saved its
+    models (`save_models=true`)."""
+    import torch
+
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--run '{run_dir}' is not a prunelora run directory (no config.yaml); pass the --out of a prunelora run")
+    cfg = C.load_config(run_dir / "config.yaml")
+    if cfg.seeds and seed is None:
+        raise UserError(f"run '{run_dir}' has seeds {cfg.seeds}; pick one with --seed")
+    suffix = f"-seed{seed}" if cfg.seeds else ""
+    source = run_dir / "models" / f"{method}{suffix}.safetensors"
+    if not source.is_file():
+        saved = sorted(p.stem for p in (run_dir / "models").glob("*.safetensors")) if (run_dir / "models").is_dir() else []
+        hint = f"saved: {', '.join(saved)}" if saved else "run it again with save_models=true"
+        raise UserError(f"run '{run_dir}' has no saved model for '{method}{suffix}' ({hint})")
+    if out.is_dir():
+        raise UserError(f"--out '{out}' is a directory; pass a .safetensors file name")
+    model = load_module(source)
+    _, config, extra = read_checkpoint(source)
+    params = sum(p.numel() for p in model.parameters())
+    save_checkpoint(out, model, config, {**extra, "role": "exported", "method": method, "params": params})
+    probe = torch.randn(2, extra.get("in_chans", 1), extra.get("image_size", 8), extra.get("image_size", 8))
+    with torch.no_grad():
+        same = torch.equal(model(probe), load_module(out)(probe))
+    if not same:  # a bug, not a user error
+        raise RuntimeError(f"exported model '{out}' does not reproduce the run's outputs")
+    return {"path": str(out), "method": method, "params": params, "channels_removed": extra.get("channels_removed", False)}
+
+
+__all__ = ["evaluate_checkpoint", "export", "load_model", "load_module", "train", "unlearn"]

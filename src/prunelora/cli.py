@@ -1,4 +1,4 @@
-"""`prunelora` command line: run, train, unlearn, evaluate, list. Each subcommand calls the Python API."""
+"""`prunelora` command line: run, train, unlearn, evaluate, export, list. Each subcommand calls the Python API."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a saved model for a forget request")
     _common(p, "write the metrics to this JSON file")
     p.add_argument("--checkpoint", required=True, help="a .safetensors file written by prunelora")
+    p = sub.add_parser("export", help="write one method's model of a run (saved with save_models=true) as a file")
+    p.add_argument("--run", required=True, help="the --out directory of a prunelora run")
+    p.add_argument("--method", required=True, help="method (or variant) name")
+    p.add_argument("--out", required=True, help="the .safetensors file to write (its config goes beside it)")
+    p.add_argument("--seed", type=int, help="which seed, for a run with several")
     sub.add_parser("list", help="methods, models and data sets")
     parser.commands = dict(sub.choices)  # name -> sub-parser, for intermixed parsing in main()
     return parser
@@ -57,7 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
-        return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "list": cmd_list}[
+        return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export, "list": cmd_list}[
             args.command
         ](args)
     except UserError as err:
@@ -115,6 +120,13 @@ def cmd_evaluate(args) -> int:
 
     metrics = evaluate_checkpoint(args.checkpoint, args.overrides, config_file=args.config, out=args.out)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .api import export
+
+    print(json.dumps(export(args.run, args.method, args.out, args.seed), indent=2))
     return 0
 
 

@@ -100,9 +100,15 @@ class PruningConfig:
     # the forgotten classes' rows of a pruned classifier head: l2 (by norm, like every row) | keep (never
     # pruned) | prune (always pruned); the ablation of where PruneLoRA's forgetting comes from
     forget_head_rows: str = "l2"
+    # mask: zero the rows, shapes unchanged (the paper); remove: take the channels out of the network with
+    # Torch-Pruning's dependency graph (same L2 criterion and ratio, the head kept whole): a smaller, faster model
+    mode: str = "mask"
 
     def __post_init__(self):
         _check(0.0 <= self.amount < 1.0, "pruning.amount must be in [0, 1)")
+        _check(self.mode in ("mask", "remove"), "pruning.mode must be mask or remove")
+        _check(self.mode == "mask" or self.forget_head_rows == "l2",
+               "pruning.forget_head_rows needs pruning.mode=mask (mode=remove keeps the head whole)")
         _check(self.forget_head_rows in ("l2", "keep", "prune"), "pruning.forget_head_rows must be l2, keep or prune")
 
 

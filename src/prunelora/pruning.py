@@ -8,6 +8,8 @@ the update into a tensor that the mask recomputation then overwrites, so the upd
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -64,3 +66,95 @@ def count_zero_rows(model: nn.Module, pruned: dict[str, list[int]]) -> tuple[int
     modules = dict(model.named_modules())
     still = sum(len(set(zero_rows(modules[name].weight)) & set(rows)) for name, rows in pruned.items())
     return still, sum(len(rows) for rows in pruned.values())
+
+
+# ---------------------------------------------------------------- channel removal (pruning.mode=remove)
+
+
+def removal_roots(model: nn.Module, names: list[str], head: str) -> list[str]:
+    """The layers whose output channels are removed for the selected `names`: the head is kept whole, and a
+    transformer's attention projection / second MLP layer stand for their block's inner width (their output
+    is the residual stream every block shares), so their partner qkv / fc1 is the root instead."""
+    modules = dict(model.named_modules())
+    roots = []
+    for name in names:
+        if name == head:
+            continue
+        for suffix, partner in ((".attn.proj", ".attn.qkv"), (".mlp.fc2", ".mlp.fc1")):
+            if name.endswith(suffix) and name[: -len(suffix)] + partner in modules:
+                name = name[: -len(suffix)] + partner
+        if name not in roots:
+            roots.append(name)
+    return roots
+
+
+def remove_channels(model: nn.Module, names: list[str], amount: float, head: str, example: torch.Tensor) -> dict:
+    """Physically remove `amount` of the output channels of the layers `removal_roots` picks, by the L2 norm of
+    each coupled group (Torch-Pruning's dependency graph keeps residual connections, BatchNorms and attention
+    heads consistent; every other layer only loses the inputs it no longer receives). Returns
+    {layer: [channels before, channels after]} for every layer whose shape changed."""
+    import torch_pruning as tp
+
+    modules = dict(model.named_modules())
+    roots = set(removal_roots(model, names, head))
+    ignored = [m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in roots]
+    attentions = [m for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
+    before = {n: _width(m) for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    with warnings.catch_warnings():
+        # a ViT's cls_token / pos_embed live in the residual width, which is never a root here
+        warnings.filterwarnings("ignore", message="Unwrapped parameters")
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=amount,
+            ignored_layers=ignored, num_heads={m.qkv: m.num_heads for m in attentions},
+        )
+        pruner.step()
+    for m in attentions:  # timm's Attention reads these in forward: keep them in step with the new qkv width
+        m.num_heads = pruner.num_heads.get(m.qkv, m.num_heads)
+        m.head_dim = m.qkv.out_features // (3 * m.num_heads)
+        m.attn_dim = m.num_heads * m.head_dim
+        m.scale = m.head_dim**-0.5
+    after = {n: _width(m) for n, m in model.named_modules() if n in before}
+    return {n: [before[n], after[n]] for n in before if before[n] != after[n]}
+
+
+def _width(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+
+
+def match_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Shrink the layers of a freshly built `model` to the shapes in `state` (a model whose channels were
+    removed), so that `load_state_dict` fits; returns how many layers changed. Attention modules get their
+    head width back from their qkv layer."""
+    changed = 0
+    for name, module in model.named_modules():
+        weight = state.get(f"{name}.weight" if name else "weight")
+        if weight is None or not hasattr(module, "weight") or module.weight is None or module.weight.shape == weight.shape:
+            continue
+        _resize(module, name, state)
+        changed += 1
+    for m in model.modules():
+        if hasattr(m, "qkv") and hasattr(m, "num_heads") and changed:
+            m.head_dim = m.qkv.out_features // (3 * m.num_heads)
+            m.attn_dim, m.scale = m.num_heads * m.head_dim, m.head_dim**-0.5
+    return changed
+
+
+def _resize(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    prefix = f"{name}." if name else ""
+    for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        saved = state.get(prefix + key)
+        if saved is not None and saved.shape != tensor.shape:
+            new = torch.empty(saved.shape, dtype=tensor.dtype, device=tensor.device)
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, key, nn.Parameter(new, requires_grad=tensor.requires_grad))
+            else:
+                module.register_buffer(key, new)
+    shape = state[prefix + "weight"].shape
+    if isinstance(module, nn.Conv2d):
+        module.out_channels, module.in_channels = shape[0], shape[1] * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = shape[0], shape[1]
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.num_features = shape[0]
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = tuple(shape)

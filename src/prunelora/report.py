@@ -113,8 +113,8 @@ EVIDENCE_TEXT = (
 
 
 def pruning_table(results: dict) -> str:
-    header = ["Method", "Seed", "Trainable params", "Pruned rows", "Still zero after training/merge",
-              "Forget-class head rows pruned"]
+    header = ["Method", "Seed", "Trainable params", "Optimizer state MB", "Pruned rows", "Still zero after training/merge",
+              "Forget-class head rows pruned", "Params after channel removal"]
     rows = []
     for r in results["runs"]:
         i = r["info"]
@@ -123,8 +123,9 @@ def pruning_table(results: dict) -> str:
         pruned = i.get("pruned_rows")
         still = f"{i['pruned_rows_still_zero']} ({100.0 * i['pruned_rows_still_zero'] / pruned:.0f}%)" if pruned else "-"
         head = i.get("forget_head_rows_pruned")
-        rows.append([r["method"], str(r["seed"]), f"{i['trainable_params']:,}", str(pruned or "-"), still,
-                     "-" if head is None else str(head)])
+        removed = f"{i['params_after']:,} of {i['params_before']:,}" if "params_after" in i else "-"
+        rows.append([r["method"], str(r["seed"]), f"{i['trainable_params']:,}", _fmt(i.get("optimizer_state_mb")),
+                     str(pruned or "-"), still, "-" if head is None else str(head), removed])
     return _table(header, rows)
 
 

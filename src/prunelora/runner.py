@@ -81,6 +81,12 @@ def make_request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
     return make_splits(data.y_train, data.y_test, resolve_classes(forget.classes or [3], data.classes))
 
 
+def model_facts(data: ImageData, channels_removed: bool = False) -> dict:
+    """What rebuilding a saved model needs besides its config: class count, input shape, removed channels."""
+    return {"num_classes": data.num_classes, "in_chans": data.in_chans, "image_size": data.image_size,
+            "channels_removed": channels_removed}
+
+
 def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -122,7 +128,8 @@ def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context)
     model = copy.deepcopy(original)
     with ctx.meter.measure():
         out = spec.fn(model, task, ctx)
-    record = {"time_s": ctx.meter.seconds, "epochs": out.epochs, "peak_memory_mb": ctx.meter.peak_mb, **out.info}
+    record = {"time_s": ctx.meter.seconds, "epochs": out.epochs, "peak_memory_mb": ctx.meter.peak_mb,
+              "optimizer_state_mb": ctx.meter.optimizer_bytes / 2**20, **out.info}
     return out.model.eval(), record
 
 
@@ -233,7 +240,8 @@ def run_request(
         log(_progress_line(runs[-1]))
         if cfg.save_models and out is not None:
             suffix = (f"-seed{cfg.seed}" if cfg.seeds else "") + (f"-request{step}" if step else "")
-            save_checkpoint(Path(out) / "models" / f"{name}{suffix}.safetensors", model, C.to_dict(cfg), {"method": name})
+            extra = {"method": name, **model_facts(data, "removed_layers" in record)}
+            save_checkpoint(Path(out) / "models" / f"{name}{suffix}.safetensors", model, C.to_dict(cfg), extra)
     _add_comparisons(runs, kept, EvidenceInput(data, splits, dataclasses.replace(ctx, seed=cfg.seed), cfg.eval, cfg))
     return runs, models
 

@@ -21,7 +21,7 @@ from .. import config as C
 from ..data import ImageData, Splits
 from ..errors import UserError
 from ..models import HEAD, arch_of, classifier_name, get_spec, select_layers
-from ..pruning import count_zero_rows, prune_l2_structured
+from ..pruning import count_zero_rows, prune_l2_structured, remove_channels
 from ..registry import Registry, unknown_name_message
 from ._train import Recipe, recipe_from
 
@@ -61,6 +61,7 @@ class UnlearnTask:
     splits: Splits
     config: object  # the resolved ExperimentConfig (a variant's, for a variant)
     hparams: MethodConfig = field(default_factory=lambda: RecipeConfig())  # the running method's own settings
+    removed: dict = field(default_factory=dict)  # set by prune() with pruning.mode=remove
 
     def layers(self, model: nn.Module, kind: str) -> list[str]:
         """The layers the config's `pruning.targets` (kind='prune') or `lora.targets` (kind='lora') select."""
@@ -70,9 +71,13 @@ class UnlearnTask:
 
     def prune(self, model: nn.Module) -> dict[str, list[int]]:
         """L2-prune the layers of `pruning.targets` (with `pruning.forget_head_rows` for the head); returns
-        the zeroed rows per layer."""
+        the zeroed rows per layer (mode=mask), or {} after removing the channels (mode=remove; what was
+        removed is then in `self.removed`)."""
         cfg = self.config.pruning
         names = self.layers(model, "prune")
+        if cfg.mode == "remove":
+            self.removed = self._remove(model, names)
+            return {}
         rule = None
         if cfg.forget_head_rows != "l2":
             head = classifier_name(model)
@@ -82,9 +87,21 @@ class UnlearnTask:
             rule = {head: (cfg.forget_head_rows, list(self.splits.forget_classes))}
         return prune_l2_structured(model, names, cfg.amount, rule)
 
+    def _remove(self, model: nn.Module, names: list[str]) -> dict:
+        data = self.data
+        device = next(model.parameters()).device
+        example = torch.zeros(1, data.in_chans, data.image_size, data.image_size, device=device)
+        params = sum(p.numel() for p in model.parameters())
+        layers = remove_channels(model, names, self.config.pruning.amount, classifier_name(model), example)
+        return {"removed_layers": len(layers), "params_before": params,
+                "params_after": sum(p.numel() for p in model.parameters())}
+
     def pruning_info(self, model: nn.Module, pruned: dict[str, list[int]]) -> dict:
         """Facts for the report: pruned layers and rows, how many rows are still zero in the final `model`,
-        and which forgotten classes' head rows were pruned (when the head was)."""
+        and which forgotten classes' head rows were pruned (when the head was); after channel removal, the
+        parameter counts before and after."""
+        if self.removed:
+            return dict(self.removed)
         if not pruned:
             return {}
         still, total = count_zero_rows(model, pruned)
@@ -207,7 +224,7 @@ def method_task(task: UnlearnTask, name: str) -> tuple[MethodSpec, UnlearnTask]:
     base = base_method(cfg, name)
     if name in cfg.variants:
         cfg = variant_config(cfg, name)
-    return METHODS.get(base), dataclasses.replace(task, config=cfg, hparams=method_hparams(cfg, base))
+    return METHODS.get(base), dataclasses.replace(task, config=cfg, hparams=method_hparams(cfg, base), removed={})
 
 
 def trainable_parameters(model: nn.Module) -> int:

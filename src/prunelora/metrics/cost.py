@@ -45,6 +45,7 @@ class CostMeter:
         # state in bytes, fixed after its first step
         self._state_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.seconds = 0.0
+        self.optimizer_bytes = 0  # the largest optimizer state of the method (Adam: two tensors per trained weight)
 
     @property
     def kind(self) -> str:
@@ -82,15 +83,17 @@ class CostMeter:
             yield
 
     def end_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """After optimizer.step(): model state + optimizer state + this step's saved activations."""
-        if self.device.type == "cuda":
-            return
+        """After optimizer.step(): model state + optimizer state + this step's saved activations (CPU); the
+        optimizer state's size (every device)."""
         key = optimizer
         if key not in self._state_bytes:  # sizes do not change after the first step: count once, not every step
             params = list(model.parameters())
             grads = [p.grad for p in params]
             state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+            self.optimizer_bytes = max(self.optimizer_bytes, _tensor_bytes(state))
             self._state_bytes[key] = _tensor_bytes(params + list(model.buffers()) + grads + state)
+        if self.device.type == "cuda":
+            return
         self.peak_bytes = max(self.peak_bytes, self._state_bytes[key] + sum(self._step_saved.values()))
 
     def observe(self, tensors) -> None:
