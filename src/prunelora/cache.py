@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import nn
 
+from . import dist
 from .config import to_dict
 
 # bump when the training loop, a model or a recipe changes what a seed produces
@@ -68,7 +69,7 @@ def load(role: str, key: str, model: nn.Module) -> dict | None:
 def store(role: str, key: str, described: str, model: nn.Module, record: dict) -> None:
     """Write atomically (temporary file, then rename); a cache that cannot be written is skipped."""
     path = _path(role, key)
-    if path is None:
+    if path is None or not dist.world().main:
         return
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     keep = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}

@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prunelora: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from . import dist
+
+        dist.shutdown()
 
 
 def _log(args):
@@ -86,12 +90,15 @@ def cmd_run(args) -> int:
 
     cfg = C.load_config(args.config, args.overrides)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    from . import dist
+
     results = run(cfg, out, progress=not args.quiet, log=_log(args))
-    print(main_table(completed(results)))
     failed = failures(results)
-    if failed:
-        print("\n" + failed)
-    print(f"\nwrote {out}/results.json, results.md, config.yaml", file=sys.stderr)
+    if dist.world().main:  # one voice under torchrun
+        print(main_table(completed(results)))
+        if failed:
+            print("\n" + failed)
+        print(f"\nwrote {out}/results.json, results.md, config.yaml", file=sys.stderr)
     return 1 if failed else 0
 
 

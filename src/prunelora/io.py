@@ -15,13 +15,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from . import dist
 from .errors import UserError
 
 FORMAT = "prunelora-checkpoint-1"
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    """Write to a temporary file beside `path`, then rename: readers never see a half-written file. With
+    several processes only rank 0 writes."""
+    if not dist.world().main:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -40,6 +44,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dic
     """Model weights as safetensors, the resolved config in its metadata and as YAML beside it."""
     import yaml
 
+    if not dist.world().main:
+        return
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": json.dumps(config), "extra": json.dumps(extra or {})}
@@ -141,5 +147,6 @@ def environment(device: torch.device, memory_kind: str) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "world_size": dist.world().size,  # processes; time and memory are rank 0's
         "memory_measure": memory_kind,
     }

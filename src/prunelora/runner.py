@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import cache
+from . import cache, dist
 from . import config as C
 from .context import Context, pick_device, seed_everything, set_threads
 from .data import (
@@ -88,8 +88,15 @@ def model_facts(data: ImageData, channels_removed: bool = False) -> dict:
 
 
 def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
+    """Threads, device (each process its own GPU under torchrun) and the process group; progress bars on
+    rank 0 only."""
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
+    w = dist.world()
+    if w.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", w.local_rank)
+    dist.init(device.type)
+    progress = progress and w.main
     return Context(device, cfg.seed, progress, amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile)
 
 
@@ -172,6 +179,8 @@ def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool =
     if out is not None:
         check_out_dir(Path(out))
     ctx = make_context(cfg, progress)
+    if not dist.world().main:
+        log = lambda *a, **k: None  # one voice: rank 0
     data, splits = prepare(cfg, ctx.device)
     runs = []
     for seed in cfg.seeds or [cfg.seed]:

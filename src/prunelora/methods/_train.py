@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import dist
 from ..context import Context
 from ..data import ImageData
 from ..data.augment import augment
@@ -53,12 +54,13 @@ def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps:
     return None
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-    """Index batches over range(n), shuffled when a generator is given. A trailing batch of one sample
-    joins the previous batch (BatchNorm cannot normalise a single sample in training mode)."""
+def batches(n: int, batch_size: int, generator: torch.Generator | None, min_last: int = 2) -> list[torch.Tensor]:
+    """Index batches over range(n), shuffled when a generator is given. A trailing batch smaller than
+    `min_last` joins the previous batch (BatchNorm cannot normalise a single sample in training mode; with
+    W processes each needs two: min_last = 2W)."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     out = list(order.split(batch_size))
-    if len(out) > 1 and len(out[-1]) == 1:
+    if len(out) > 1 and len(out[-1]) < min_last:
         out[-2:] = [torch.cat(out[-2:])]
     return out
 
@@ -154,15 +156,20 @@ def fit(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer or make_optimizer(params, recipe)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    n_batches = len(batches(len(index), recipe.batch_size, None))
+    w = dist.world()
+    generator = torch.Generator().manual_seed(ctx.seed)  # the same on every rank: the same global batches
+    # augmentation draws per local sample: its own stream per rank keeps `generator` in step across ranks
+    aug_generator = torch.Generator().manual_seed(ctx.seed * 7919 + w.rank + 1) if w.active else generator
+    min_last = 2 * w.size
+    n_batches = len(batches(len(index), recipe.batch_size, None, min_last))
     schedule = make_schedule(optimizer, recipe, recipe.epochs * n_batches)
     y_all = (data.y_train if labels is None else labels).to(ctx.device)
     if objective is None:
         loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         objective = lambda logits, batch: loss_fn(logits, batch.y)
     pair = Cycle(paired[0], paired[1], generator) if paired is not None else None
-    forward = torch.compile(model) if ctx.compile else model  # compiled graph shares the model's parameters
+    net = dist.wrap(model, ctx.device)  # DDP across processes (gradients averaged), else the model itself
+    forward = torch.compile(net) if ctx.compile else net  # compiled graph shares the model's parameters
     bn_index = index if bn_index is None else bn_index
     if recipe.bn == "refit":
         recalibrate_bn(model, data, bn_index, ctx)
@@ -176,13 +183,15 @@ def fit(
         # accumulated on the device: a .item() per step would force a GPU sync every step
         total_loss = torch.zeros((), device=ctx.device)
         correct = torch.zeros((), device=ctx.device, dtype=torch.long)
-        seen = 0
-        for idx in batches(len(index), recipe.batch_size, generator):
-            rows = index[idx]
+        seen, local_rows = 0, []
+        for idx in batches(len(index), recipe.batch_size, generator, min_last):
+            rows = dist.shard(index[idx])
+            if epoch == 0 and w.active:
+                local_rows.append(rows)
             if pair is not None:
-                rows = torch.cat([rows, pair.next()])
+                rows = torch.cat([rows, dist.shard(pair.next())])
             rows = rows.to(data.x_train.device)
-            x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, generator)
+            x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, aug_generator)
             x = ctx.prepare_input(data.normalise(x))
             rows = rows.to(ctx.device)
             y = y_all[rows]
@@ -200,10 +209,16 @@ def fit(
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             bar.update()
+        if w.active:  # the epoch's figures over every rank's samples
+            totals = torch.stack([total_loss.float(), correct.float(), torch.tensor(float(seen), device=ctx.device)])
+            torch.distributed.all_reduce(totals)
+            total_loss, correct, seen = totals[0], totals[1], int(totals[2].item())
         epoch_loss, epoch_acc = total_loss.item() / seen, 100.0 * correct.item() / seen
         if not math.isfinite(epoch_loss):
             raise FloatingPointError(f"{desc}: the training loss became {epoch_loss} in epoch {epoch + 1}")
         history.append({"epoch": epoch + 1, "loss": epoch_loss, "acc": epoch_acc, "seconds": time.perf_counter() - start})
+        if local_rows:  # checked once per call: the ranks' samples are disjoint and cover the index
+            history[-1].update(dist.shard_report(torch.cat(local_rows), len(index), ctx.device))
         bar.set_postfix(loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.1f}")
     bar.close()
     if recipe.bn == "recalibrate":

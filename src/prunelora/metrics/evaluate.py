@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import dist
 from ..context import Context
 from ..data import ImageData, Splits
 from . import mia
@@ -13,14 +14,16 @@ from . import mia
 
 @torch.inference_mode()
 def predict(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512) -> np.ndarray:
-    """Logits (N, C) in eval mode, as float32 numpy."""
+    """Logits (N, C) in eval mode, as float32 numpy. With several processes each computes every size-th
+    image and the rows are gathered: every rank returns the whole (N, C)."""
     model.eval()
+    mine = x[dist.shard(torch.arange(len(x)).to(x.device))]
     out = []
     with ctx.autocast():
-        for i in range(0, len(x), batch_size):
-            batch = ctx.prepare_input(data.normalise(x[i : i + batch_size].to(ctx.device)))
-            out.append(model(batch).float().cpu())
-    return torch.cat(out).numpy()
+        for i in range(0, len(mine), batch_size):
+            batch = ctx.prepare_input(data.normalise(mine[i : i + batch_size].to(ctx.device)))
+            out.append(model(batch).float())
+    return dist.gather_rows(torch.cat(out), len(x)).cpu().numpy()
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
