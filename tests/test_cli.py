@@ -52,7 +52,10 @@ def test_saved_models_reproduce_the_reported_metrics(run_output):
 def test_run_writes_results(run_output):
     code, out, _ = run_output
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "config.yaml", "models"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "config.yaml", "models", "progress",
+                                              "report.csv", "bars.png", "curves.png"}
+    for png in ("bars.png", "curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"config", "environment", "data", "runs"}
 

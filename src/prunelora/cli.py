@@ -1,4 +1,4 @@
-"""`prunelora` command line: run, train, unlearn, evaluate, export, list. Each subcommand calls the Python API."""
+"""`prunelora` command line: run, train, unlearn, evaluate, export, report, list. Each subcommand calls the Python API."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="prunelora", description="Machine unlearning of image classifiers: PruneLoRA and baselines.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _common(sub.add_parser("run", help="train the original, run every method, print the comparison table"),
-            "output directory (default: runs/<date-time>)")
+    p = sub.add_parser("run", help="train the original, run every method, print the comparison table")
+    _common(p, "output directory (default: runs/<date-time>); started again, a run continues where it stopped")
+    p.add_argument("--force", action="store_true", help="start over in an --out that holds a run of another config")
     _common(sub.add_parser("train", help="train the original model and save it"), "output directory (default: runs/original)")
     p = sub.add_parser("unlearn", help="unlearn a saved model with one method")
     _common(p, "output directory (default: runs/unlearn-<method>)")
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help="method (or variant) name")
     p.add_argument("--out", required=True, help="the .safetensors file to write (its config goes beside it)")
     p.add_argument("--seed", type=int, help="which seed, for a run with several")
+    p = sub.add_parser("report", help="merge runs into one table (markdown, CSV, LaTeX) with plots")
+    p.add_argument("runs", nargs="+", metavar="DIR", help="directories written by prunelora run")
+    p.add_argument("--out", help="where to write report.md/.csv/.tex and the PNGs (default: the first DIR)")
     sub.add_parser("list", help="methods, models and data sets")
     parser.commands = dict(sub.choices)  # name -> sub-parser, for intermixed parsing in main()
     return parser
@@ -62,7 +66,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
-        return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export, "list": cmd_list}[
+        return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export, "report": cmd_report, "list": cmd_list}[
             args.command
         ](args)
     except UserError as err:
@@ -92,7 +96,7 @@ def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     from . import dist
 
-    results = run(cfg, out, progress=not args.quiet, log=_log(args))
+    results = run(cfg, out, progress=not args.quiet, log=_log(args), force=args.force)
     failed = failures(results)
     if dist.world().main:  # one voice under torchrun
         print(main_table(completed(results)))
@@ -134,6 +138,19 @@ def cmd_export(args) -> int:
     from .api import export
 
     print(json.dumps(export(args.run, args.method, args.out, args.seed), indent=2))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .summary import load_runs, summary_rows, to_markdown, write_report
+
+    results = load_runs(args.runs)
+    out = Path(args.out or args.runs[0])
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; pass a directory")
+    written = write_report(results, out)
+    print(to_markdown(summary_rows(results)))
+    print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,8 @@ class Context:
     amp: bool = False  # bf16 autocast (CUDA only)
     channels_last: bool = False  # NHWC activations for convolutions (CUDA only)
     compile: bool = False  # torch.compile the training forward
+    # called with the model after every training epoch; its dict joins that epoch's history (learning curves)
+    monitor: object = None
 
     def __post_init__(self):
         if self.meter is None:

@@ -36,9 +36,10 @@ from .io import atomic_write, environment, load_weights, read_state_dict, save_c
 from .methods import UnlearnTask, method_task, resolve_methods
 from .methods._train import fit, recipe_from
 from .metrics.cost import CostMeter
-from .metrics.evaluate import avg_gap, outputs, quality
+from .metrics.evaluate import accuracy, avg_gap, outputs, predict, quality
 from .metrics.evidence import EVIDENCE, EvidenceInput
 from .models import create_model, get_spec
+from .resume import Progress
 
 
 def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
@@ -130,7 +131,8 @@ def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context)
     """Run one method (or variant) on a copy of `original`; returns the unlearned model and its cost record.
     A variant is seeded like its base method, so that it differs from it only by its settings."""
     spec, task = method_task(task, name)
-    ctx = dataclasses.replace(ctx, seed=method_seed(task.config.seed, spec.name), meter=CostMeter(ctx.device))
+    monitor = learning_curve(task, ctx) if task.config.eval.curves else None
+    ctx = dataclasses.replace(ctx, seed=method_seed(task.config.seed, spec.name), meter=CostMeter(ctx.device), monitor=monitor)
     seed_everything(ctx.seed)
     model = copy.deepcopy(original)
     with ctx.meter.measure():
@@ -138,6 +140,22 @@ def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context)
     record = {"time_s": ctx.meter.seconds, "epochs": out.epochs, "peak_memory_mb": ctx.meter.peak_mb,
               "optimizer_state_mb": ctx.meter.optimizer_bytes / 2**20, **out.info}
     return out.model.eval(), record
+
+
+def learning_curve(task: UnlearnTask, ctx: Context, retain_samples: int = 512):
+    """A monitor for `fit`: accuracy (%) on the forget set and on a fixed sample of the retain set, in eval mode,
+    after each epoch. It draws no random numbers, so the method's results do not change."""
+    data, splits = task.data, task.splits
+    pick = torch.randperm(len(splits.retain), generator=torch.Generator().manual_seed(0))[:retain_samples]
+    retain = splits.retain[pick.sort().values]
+    forget_x, retain_x = data.x_train[splits.forget.to(data.x_train.device)], data.x_train[retain.to(data.x_train.device)]
+    forget_y, retain_y = data.y_train[splits.forget].cpu().numpy(), data.y_train[retain].cpu().numpy()
+
+    def monitor(model: nn.Module) -> dict:
+        return {"forget_acc": accuracy(predict(model, data, forget_x, ctx), forget_y),
+                "retain_acc": accuracy(predict(model, data, retain_x, ctx), retain_y)}
+
+    return monitor
 
 
 def evaluate_model(
@@ -172,20 +190,24 @@ def check_out_dir(out: Path) -> None:
         raise UserError(f"--out '{out}' is a file; pass a directory (it is created if missing)")
 
 
-def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool = True, log=print) -> dict:
+def run(
+    cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool = True, log=print, force: bool = False
+) -> dict:
     """The whole comparison, for every seed of `seeds` (or just `seed`). Writes results.json, results.md and
-    config.yaml to `out` (if given)."""
+    config.yaml to `out` (if given), and each method's result as soon as it is done, so that the same call
+    after an interruption runs only what is missing (`force` starts a directory of another config over)."""
     cfg = resolve_config(cfg)
     if out is not None:
         check_out_dir(Path(out))
     ctx = make_context(cfg, progress)
     if not dist.world().main:
         log = lambda *a, **k: None  # one voice: rank 0
-    data, splits = prepare(cfg, ctx.device)
+    data, splits = prepare(cfg, ctx.device)  # bad data settings fail here, before anything is written
+    store = Progress(out, C.to_dict(cfg), force) if out is not None else None
     runs = []
     for seed in cfg.seeds or [cfg.seed]:
         seed_cfg = dataclasses.replace(cfg, seed=seed)
-        runs += run_seed(seed_cfg, data, splits, dataclasses.replace(ctx, seed=seed), out, log)
+        runs += run_seed(seed_cfg, data, splits, dataclasses.replace(ctx, seed=seed), out, log, store)
     results = {
         "config": C.to_dict(cfg),
         "environment": environment(ctx.device, ctx.meter.kind),
@@ -197,12 +219,12 @@ def run(cfg: C.ExperimentConfig, out: str | Path | None = None, progress: bool =
     return results
 
 
-def run_seed(cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Context, out, log) -> list[dict]:
+def run_seed(cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Context, out, log, store=None) -> list[dict]:
     """Original + every method for one seed; each entry compared with this seed's retrain. A sequence of
     requests applies each method to the model its previous request left; retrain starts afresh each time."""
     original, original_cost = train_original(cfg, data, ctx)
     if cfg.forget.sequence is None:
-        return run_request(cfg, data, splits, ctx, original, original_cost, {}, out, log)[0]
+        return run_request(cfg, data, splits, ctx, original, original_cost, {}, out, log, store=store)[0]
     runs, models, spent, forgotten = [], {}, {}, []
     for step, request in enumerate(cfg.forget.sequence, 1):
         request = resolve_classes(request, data.classes)
@@ -220,16 +242,23 @@ def run_seed(cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Cont
 
 def run_request(
     cfg: C.ExperimentConfig, data: ImageData, splits: Splits, ctx: Context, original: nn.Module, original_cost: dict,
-    starts: dict, out, log, step: int | None = None,
+    starts: dict, out, log, step: int | None = None, store=None,
 ) -> tuple[list[dict], dict]:
     """One request: evaluate the original, run every method from `starts[name]` (default: the original),
-    compare with retrain. Returns the run entries and each method's resulting model (None if it failed)."""
+    compare with retrain. Returns the run entries and each method's resulting model (None if it failed).
+    Methods that `store` holds from an interrupted run are loaded, not run again."""
     task = UnlearnTask(data, splits, cfg)
     kept, models = {"original": {}}, {}
     scores = evaluate_model(original, data, splits, cfg, ctx, kept["original"])
     runs = [_run_entry("original", cfg, combine_metrics(scores, original_cost), original_cost)]
     log(_progress_line(runs[-1]))
     for name in cfg.methods:
+        done = store.load(cfg.seed, name) if store is not None else None
+        if done is not None:
+            runs.append(done[0])
+            kept[name], models[name] = {"outputs": done[1]}, None
+            log(f"seed {cfg.seed} {name:>15}: done before, loaded from {store.dir}")
+            continue
         start = starts.get(name, original)
         if start is None:
             runs.append({"method": name, "seed": cfg.seed, "metrics": {}, "info": {}, "error": "failed at an earlier request"})
@@ -243,9 +272,13 @@ def run_request(
             runs.append({"method": name, "seed": cfg.seed, "metrics": {}, "info": {}, "error": str(err)})
             log(f"seed {cfg.seed} {name:>15}: failed: {err}")
             models[name] = None
+            if store is not None and step is None:
+                store.save(cfg.seed, name, runs[-1], None)
             continue
         models[name] = model
         runs.append(_run_entry(name, cfg, combine_metrics(scores, record), record))
+        if store is not None and step is None:  # sequences restart a seed whole: later requests need the models
+            store.save(cfg.seed, name, runs[-1], kept[name]["outputs"])
         log(_progress_line(runs[-1]))
         if cfg.save_models and out is not None:
             suffix = (f"-seed{cfg.seed}" if cfg.seeds else "") + (f"-request{step}" if step else "")
@@ -273,7 +306,7 @@ def _add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> Non
         if "error" in r:
             continue
         m = r["metrics"]
-        for spec in reference if ref else []:
+        for spec in reference if ref and kept["retrain"].get("outputs") is not None else []:
             m.update(spec.fn(kept[r["method"]]["outputs"], kept["retrain"]["outputs"], inputs))
         m["avg_gap"] = avg_gap(m, ref) if ref else None
         m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None
@@ -289,6 +322,9 @@ def write_results(results: dict, out: Path) -> None:
     atomic_write(out / "config.yaml", C.dump_yaml(results["config"]))
     atomic_write(out / "results.md", markdown_report(results))
     atomic_write(out / "results.json", json.dumps(_finite(results), indent=2, allow_nan=False))
+    from .summary import write_report
+
+    write_report(_finite(results), out, formats=("csv",))  # results.md has the tables; add the CSV and plots
 
 
 def _finite(value):

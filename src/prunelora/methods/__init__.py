@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -191,6 +192,8 @@ def resolve_methods(cfg) -> None:
     """Check `methods`, `variants` and `hparams` of a config (in place); expand `all`; fill each used method's
     hyper-parameters so that the saved config shows every value that ran."""
     for name, variant in cfg.variants.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):  # it names files under --out
+            raise UserError(f"variant name '{name}' may use only letters, digits, '_', '.' and '-', starting with a letter or digit")
         if name in METHODS:
             raise UserError(f"variant name '{name}' is a registered method; name the variant differently")
         if not isinstance(variant, dict) or "method" not in variant:

@@ -217,6 +217,12 @@ def fit(
         if not math.isfinite(epoch_loss):
             raise FloatingPointError(f"{desc}: the training loss became {epoch_loss} in epoch {epoch + 1}")
         history.append({"epoch": epoch + 1, "loss": epoch_loss, "acc": epoch_acc, "seconds": time.perf_counter() - start})
+        if ctx.monitor is not None:
+            with ctx.meter.paused():
+                history[-1].update(ctx.monitor(model))
+            model.train()
+            if recipe.bn in ("frozen", "refit"):
+                set_bn_eval(model)
         if local_rows:  # checked once per call: the ranks' samples are disjoint and cover the index
             history[-1].update(dist.shard_report(torch.cat(local_rows), len(index), ctx.device))
         bar.set_postfix(loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.1f}")

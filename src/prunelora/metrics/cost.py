@@ -45,6 +45,7 @@ class CostMeter:
         # state in bytes, fixed after its first step
         self._state_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.seconds = 0.0
+        self._excluded = 0.0
         self.optimizer_bytes = 0  # the largest optimizer state of the method (Adam: two tensors per trained weight)
 
     @property
@@ -58,13 +59,23 @@ class CostMeter:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
+        self._excluded = 0.0
         try:
             yield self
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
                 self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
-            self.seconds = time.perf_counter() - start
+            self.seconds = time.perf_counter() - start - self._excluded
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Leave the block's wall time out of `seconds` (measurements taken for the report, not the method)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._excluded += time.perf_counter() - start
 
     @contextlib.contextmanager
     def step(self):

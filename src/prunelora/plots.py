@@ -1,0 +1,68 @@
+"""The report's figures as PNG bytes (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+BAR_KEYS = ("UA", "MIA", "RA", "TA", "relearn_TA", "attack")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def bars_png(results: dict, rows: list[dict]) -> bytes | None:
+    """One panel per metric: each method's mean (± std) beside retrain's, drawn as a dashed line."""
+    keys = [k for k in BAR_KEYS if any(k in r for r in rows)]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.2 * len(keys) + 1, 0.32 * len(rows) + 1.6), sharey=True)
+    axes = axes if len(keys) > 1 else [axes]
+    names = [r["method"] for r in rows]
+    retrain = next((r for r in rows if r["method"] == "retrain"), None)
+    for ax, key in zip(axes, keys):
+        means = [r[key]["mean"] if key in r else 0.0 for r in rows]
+        stds = [r[key]["std"] if key in r else 0.0 for r in rows]
+        colors = ["tab:green" if n == "retrain" else "tab:orange" if n.startswith("prunelora") else "tab:blue" for n in names]
+        ax.barh(range(len(rows)), means, xerr=stds, color=colors)
+        if retrain is not None and key in retrain:
+            ax.axvline(retrain[key]["mean"], color="tab:green", linestyle="--", linewidth=1)
+        ax.set_title(key)
+        ax.set_xlim(0, 100)  # every bar metric is a percentage
+    axes[0].set_yticks(range(len(rows)), names)
+    axes[0].invert_yaxis()
+    fig.suptitle("mean ± std over seeds; dashed: retrain", fontsize=9, y=1.04)
+    return _png(fig)
+
+
+def curves_png(results: dict, rows: list[dict]) -> bytes | None:
+    """Forget-set and retain-set accuracy after each unlearning epoch, per method (mean over seeds)."""
+    curves = {}
+    for r in results["runs"]:
+        history = r.get("info", {}).get("history") or []
+        points = [(h["epoch"], h["forget_acc"], h["retain_acc"]) for h in history if "forget_acc" in h]
+        if points and r["method"] != "original":
+            curves.setdefault(r["method"], []).append(points)
+    if not curves:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, runs in curves.items():
+        epochs = sorted({p[0] for run in runs for p in run})
+        for ax, col in ((left, 1), (right, 2)):
+            mean = [sum(p[col] for run in runs for p in run if p[0] == e) / sum(1 for run in runs for p in run if p[0] == e)
+                    for e in epochs]
+            ax.plot(epochs, mean, marker="o", markersize=3, label=method)
+    for ax in (left, right):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    left.set(title="forget-set accuracy (%)", xlabel="epoch", ylim=(-2, 102))
+    right.set(title="retain-set accuracy (%)", xlabel="epoch", ylim=(-2, 102))
+    right.legend(fontsize=7, loc="lower right")
+    return _png(fig)

@@ -1,0 +1,88 @@
+"""Resumable runs: each method's result (its report entry and its outputs, which the comparisons with retrain
+need) is written atomically under OUT/progress/ as soon as it is done. A run started again with the same
+--out and the same config loads those and runs only the rest; a different config there is refused unless
+--force, which starts the run over."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from . import dist
+from .errors import UserError
+from .io import atomic_write
+
+
+class Progress:
+    def __init__(self, out: str | Path, config: dict, force: bool = False):
+        self.dir = Path(out) / "progress"
+        self.config, self.config_path, self.started = config, Path(out) / "config.yaml", False
+        saved = self.config_path
+        if saved.is_file():
+            try:
+                before = yaml.safe_load(saved.read_text())
+            except yaml.YAMLError:
+                before = None
+            if before != config:
+                if not force:
+                    where = first_difference(before, config) if isinstance(before, dict) else "config.yaml"
+                    raise UserError(f"--out '{out}' holds a run with another config ({where} differs); use another "
+                                    "--out, or --force to start it over")
+                if dist.world().main:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _path(self, seed: int, name: str, suffix: str) -> Path:
+        return self.dir / f"seed{seed}-{name}{suffix}"
+
+    def load(self, seed: int, name: str) -> tuple[dict, tuple | None] | None:
+        """(entry, (train logits, test logits) or None) of a finished method, or None."""
+        entry_path, outputs_path = self._path(seed, name, ".json"), self._path(seed, name, ".npz")
+        if not entry_path.is_file():
+            return None
+        try:
+            entry = json.loads(entry_path.read_text())
+            outputs = None
+            if outputs_path.is_file():
+                with np.load(outputs_path, allow_pickle=False) as f:
+                    outputs = (f["train"], f["test"])
+        except (json.JSONDecodeError, OSError, ValueError, KeyError):
+            return None  # a damaged file: that method runs again
+        return entry, outputs
+
+    def save(self, seed: int, name: str, entry: dict, outputs: tuple | None) -> None:
+        """Outputs first, entry last: an entry on disk means everything it needs is there. The config is
+        written with the first result (a run that fails before any result leaves nothing behind)."""
+        if not self.started:
+            atomic_write(self.config_path, yaml.safe_dump(self.config, sort_keys=False))
+            self.started = True
+        if outputs is not None:
+            buf = io.BytesIO()
+            np.savez(buf, train=outputs[0], test=outputs[1])
+            atomic_write(self._path(seed, name, ".npz"), buf.getvalue())
+        atomic_write(self._path(seed, name, ".json"), json.dumps(_finite(entry), allow_nan=False))
+
+
+def first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    """The dotted key of the first setting that differs between two config dicts."""
+    for key in list(dict.fromkeys([*a, *b])):
+        if a.get(key) != b.get(key):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                return first_difference(a[key], b[key], f"{prefix}{key}.")
+            return f"{prefix}{key}"
+    return prefix.rstrip(".") or "config"
+
+
+def _finite(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
