@@ -324,7 +324,7 @@ def write_results(results: dict, out: Path) -> None:
     atomic_write(out / "results.json", json.dumps(_finite(results), indent=2, allow_nan=False))
     from .summary import write_report
 
-    write_report(_finite(results), out, formats=("csv",))  # results.md has the tables; add the CSV and plots
+    write_report(_finite(results), out, formats=("csv", "tex"))  # results.md has the tables; add CSV, LaTeX, plots
 
 
 def _finite(value):

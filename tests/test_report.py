@@ -1,0 +1,68 @@
+"""`prunelora report`: runs merged into markdown, CSV and LaTeX tables with plots; mismatched runs refused."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from prunelora.cli import main
+from prunelora.errors import UserError
+from prunelora.summary import load_runs, summary_rows, to_csv, to_latex, to_markdown
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_overrides):
+    root = tmp_path_factory.mktemp("report")
+    for seed in (0, 1):
+        assert main(["run", "--out", str(root / f"s{seed}"), "-q", *tiny_overrides, "methods=[retrain,finetune]",
+                     f"seed={seed}"]) == 0
+    return root
+
+
+def test_report_merges_seeds(two_runs, capsys):
+    out = two_runs / "merged"
+    assert main(["report", str(two_runs / "s0"), str(two_runs / "s1"), "--out", str(out)]) == 0
+    assert "| finetune | 2 |" in capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
+    by = {r["method"]: r for r in rows}
+    assert by["finetune"]["seeds"] == "2" and float(by["retrain"]["UA_gap_to_retrain"]) == 0.0
+    ua = [json.loads((two_runs / f"s{s}" / "results.json").read_text())["runs"][2]["metrics"]["UA"] for s in (0, 1)]
+    assert float(by["finetune"]["UA_mean"]) == pytest.approx(sum(ua) / 2, rel=1e-5)
+    assert "\\begin{tabular}" in (out / "report.tex").read_text()
+    for png in ("bars.png", "curves.png"):
+        assert (out / png).read_bytes()[:8] == PNG
+
+
+def test_summary_formats_by_hand():
+    results = {"runs": [
+        {"method": "retrain", "seed": 0, "metrics": {"UA": 100.0, "RA": 99.0}},
+        {"method": "retrain", "seed": 1, "metrics": {"UA": 100.0, "RA": 97.0}},
+        {"method": "x_y", "seed": 0, "metrics": {"UA": 90.0, "RA": 96.0}},
+        {"method": "x_y", "seed": 1, "metrics": {"UA": 80.0, "RA": 98.0}},
+        {"method": "bad", "seed": 0, "metrics": {}, "error": "diverged"},
+    ]}
+    rows = summary_rows(results)
+    assert [r["method"] for r in rows] == ["retrain", "x_y"]
+    assert rows[1]["UA"] == {"mean": 85.0, "std": pytest.approx(7.0710678), "gap": -15.0}
+    assert "| x_y | 2 | 85.00 ± 7.07 [-15.00] | 97.00 ± 1.41 [-1.00] |" in to_markdown(rows)  # retrain RA 98
+    assert "x\\_y & 2 & 85.00 $\\pm$ 7.07 [-15.00]" in to_latex(rows)
+    assert to_csv(rows).splitlines()[2].startswith("x_y,2,85,7.07107,-15,97,")
+
+
+def test_report_refuses_what_does_not_merge(two_runs, tmp_path):
+    with pytest.raises(UserError, match="original seed 0 is in both"):
+        load_runs([two_runs / "s0", two_runs / "s0"])
+    with pytest.raises(UserError, match="holds no results.json"):
+        load_runs([tmp_path])
+    other = tmp_path / "other"
+    other.mkdir()
+    results = json.loads((two_runs / "s1" / "results.json").read_text())
+    results["config"]["forget"]["classes"] = [5]
+    (other / "results.json").write_text(json.dumps(results))
+    with pytest.raises(UserError, match="other forget settings"):
+        load_runs([two_runs / "s0", other])
