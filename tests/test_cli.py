@@ -53,7 +53,7 @@ def test_run_writes_results(run_output):
     code, out, _ = run_output
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "config.yaml", "models", "progress",
-                                              "report.csv", "bars.png", "curves.png"}
+                                              "report.csv", "report.tex", "bars.png", "curves.png"}
     for png in ("bars.png", "curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "results.json").read_text())
