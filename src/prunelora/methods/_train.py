@@ -154,80 +154,95 @@ def fit(
     samples pass the retain set). Returns per-epoch
     {"epoch", "loss", "acc", "seconds"}, loss and accuracy measured on the training batches.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer or make_optimizer(params, recipe)
-    w = dist.world()
-    generator = torch.Generator().manual_seed(ctx.seed)  # the same on every rank: the same global batches
-    # augmentation draws per local sample: its own stream per rank keeps `generator` in step across ranks
-    aug_generator = torch.Generator().manual_seed(ctx.seed * 7919 + w.rank + 1) if w.active else generator
-    min_last = 2 * w.size
-    n_batches = len(batches(len(index), recipe.batch_size, None, min_last))
-    schedule = make_schedule(optimizer, recipe, recipe.epochs * n_batches)
-    y_all = (data.y_train if labels is None else labels).to(ctx.device)
-    if objective is None:
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-        objective = lambda logits, batch: loss_fn(logits, batch.y)
-    pair = Cycle(paired[0], paired[1], generator) if paired is not None else None
-    net = dist.wrap(model, ctx.device)  # DDP across processes (gradients averaged), else the model itself
-    forward = torch.compile(net) if ctx.compile else net  # compiled graph shares the model's parameters
+    loop = _Loop(model, data, recipe, ctx, labels, objective, optimizer)
+    n_batches = len(batches(len(index), recipe.batch_size, None, loop.min_last))
+    loop.schedule = make_schedule(loop.optimizer, recipe, recipe.epochs * n_batches)
+    loop.pair = Cycle(paired[0], paired[1], loop.generator) if paired is not None else None
     bn_index = index if bn_index is None else bn_index
     if recipe.bn == "refit":
         recalibrate_bn(model, data, bn_index, ctx)
     history = []
-    bar = tqdm(total=recipe.epochs * n_batches, desc=desc, disable=None if ctx.progress else True, leave=False, unit="step")
+    loop.bar = tqdm(total=recipe.epochs * n_batches, desc=desc, disable=None if ctx.progress else True, leave=False, unit="step")
     for epoch in range(recipe.epochs):
-        start = time.perf_counter()
-        model.train()
-        if recipe.bn in ("frozen", "refit"):
-            set_bn_eval(model)
-        # accumulated on the device: a .item() per step would force a GPU sync every step
-        total_loss = torch.zeros((), device=ctx.device)
-        correct = torch.zeros((), device=ctx.device, dtype=torch.long)
-        seen, local_rows = 0, []
-        for idx in batches(len(index), recipe.batch_size, generator, min_last):
-            rows = dist.shard(index[idx])
-            if epoch == 0 and w.active:
-                local_rows.append(rows)
-            if pair is not None:
-                rows = torch.cat([rows, dist.shard(pair.next())])
-            rows = rows.to(data.x_train.device)
-            x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, aug_generator)
-            x = ctx.prepare_input(data.normalise(x))
-            rows = rows.to(ctx.device)
-            y = y_all[rows]
-            with ctx.meter.step():
-                with ctx.autocast():  # the forward only: backward runs in the dtypes autocast chose
-                    logits = forward(x)
-                loss = objective(logits.float(), Batch(x, y, rows, epoch))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            optimizer.step()
-            ctx.meter.end_step(model, optimizer)
-            if schedule is not None:
-                schedule.step()
-            total_loss += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            bar.update()
-        if w.active:  # the epoch's figures over every rank's samples
-            totals = torch.stack([total_loss.float(), correct.float(), torch.tensor(float(seen), device=ctx.device)])
-            torch.distributed.all_reduce(totals)
-            total_loss, correct, seen = totals[0], totals[1], int(totals[2].item())
-        epoch_loss, epoch_acc = total_loss.item() / seen, 100.0 * correct.item() / seen
-        if not math.isfinite(epoch_loss):
-            raise FloatingPointError(f"{desc}: the training loss became {epoch_loss} in epoch {epoch + 1}")
-        history.append({"epoch": epoch + 1, "loss": epoch_loss, "acc": epoch_acc, "seconds": time.perf_counter() - start})
-        if ctx.monitor is not None:
-            with ctx.meter.paused():
-                history[-1].update(ctx.monitor(model))
-            model.train()
-            if recipe.bn in ("frozen", "refit"):
-                set_bn_eval(model)
-        if local_rows:  # checked once per call: the ranks' samples are disjoint and cover the index
-            history[-1].update(dist.shard_report(torch.cat(local_rows), len(index), ctx.device))
-        bar.set_postfix(loss=f"{epoch_loss:.3f}", acc=f"{epoch_acc:.1f}")
-    bar.close()
+        history.append(loop.epoch(index, epoch, desc))
+    loop.bar.close()
     if recipe.bn == "recalibrate":
         recalibrate_bn(model, data, bn_index, ctx)
     model.eval()
     return history
+
+
+class _Loop:
+    """The state of one `fit` call: optimizer, schedule, objective, random streams, progress bar."""
+
+    def __init__(self, model, data, recipe, ctx, labels, objective, optimizer):
+        self.model, self.data, self.recipe, self.ctx = model, data, recipe, ctx
+        self.optimizer = optimizer or make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
+        self.world = w = dist.world()
+        self.generator = torch.Generator().manual_seed(ctx.seed)  # the same on every rank: the same global batches
+        # augmentation draws per local sample: its own stream per rank keeps `generator` in step across ranks
+        self.aug_generator = torch.Generator().manual_seed(ctx.seed * 7919 + w.rank + 1) if w.active else self.generator
+        self.min_last = 2 * w.size
+        self.y_all = (data.y_train if labels is None else labels).to(ctx.device)
+        if objective is None:
+            loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+            objective = lambda logits, batch: loss_fn(logits, batch.y)
+        self.objective = objective
+        net = dist.wrap(model, ctx.device)  # DDP across processes (gradients averaged), else the model itself
+        self.forward = torch.compile(net) if ctx.compile else net  # compiled graph shares the model's parameters
+        self.schedule = self.pair = self.bar = None
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.recipe.bn in ("frozen", "refit"):
+            set_bn_eval(self.model)
+
+    def epoch(self, index: torch.Tensor, epoch: int, desc: str) -> dict:
+        """One pass over `index`; the epoch's loss, accuracy, seconds (+ monitor and shard checks)."""
+        start = time.perf_counter()
+        self.train_mode()
+        # accumulated on the device: a .item() per step would force a GPU sync every step
+        totals = torch.zeros(3, device=self.ctx.device)  # loss sum, correct, samples
+        local_rows = []
+        for idx in batches(len(index), self.recipe.batch_size, self.generator, self.min_last):
+            rows = dist.shard(index[idx])
+            if epoch == 0 and self.world.active:
+                local_rows.append(rows)
+            if self.pair is not None:
+                rows = torch.cat([rows, dist.shard(self.pair.next())])
+            totals += self.step(rows, epoch)
+            self.bar.update()
+        if self.world.active:  # the epoch's figures over every rank's samples
+            torch.distributed.all_reduce(totals)
+        loss, acc = (totals[0] / totals[2]).item(), (100.0 * totals[1] / totals[2]).item()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{desc}: the training loss became {loss} in epoch {epoch + 1}")
+        record = {"epoch": epoch + 1, "loss": loss, "acc": acc, "seconds": time.perf_counter() - start}
+        if self.ctx.monitor is not None:
+            with self.ctx.meter.paused():
+                record.update(self.ctx.monitor(self.model))
+        if local_rows:  # checked once per call: the ranks' samples are disjoint and cover the index
+            record.update(dist.shard_report(torch.cat(local_rows), len(index), self.ctx.device))
+        self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}")
+        return record
+
+    def step(self, rows: torch.Tensor, epoch: int) -> torch.Tensor:
+        """One optimizer step on train samples `rows`; returns (loss sum, correct, samples) of the batch."""
+        ctx, data = self.ctx, self.data
+        rows = rows.to(data.x_train.device)
+        x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, self.aug_generator)
+        x = ctx.prepare_input(data.normalise(x))
+        rows = rows.to(ctx.device)
+        y = self.y_all[rows]
+        with ctx.meter.step():
+            with ctx.autocast():  # the forward only: backward runs in the dtypes autocast chose
+                logits = self.forward(x)
+            loss = self.objective(logits.float(), Batch(x, y, rows, epoch))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        self.optimizer.step()
+        ctx.meter.end_step(self.model, self.optimizer)
+        if self.schedule is not None:
+            self.schedule.step()
+        correct = (logits.detach().argmax(1) == y).sum()
+        return torch.stack([loss.detach() * len(y), correct.float(), torch.tensor(float(len(y)), device=ctx.device)])
