@@ -259,3 +259,14 @@ def test_variants(task, trained_original, cpu_ctx):
 def test_variant_errors(overrides, message):
     with pytest.raises(UserError, match=message):
         resolve_config(load_config(overrides=overrides))
+
+
+def test_every_method_runs_on_a_vit(tiny_overrides):
+    from prunelora.runner import run
+
+    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
+    cfg = load_config(overrides=[*overrides, "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2",
+                                 "methods=all", "eval.evidence=[]", "eval.curves=false"])
+    results = run(cfg, progress=False, log=lambda *a: None)
+    assert not [r for r in results["runs"] if "error" in r]
+    assert {r["method"] for r in results["runs"]} == {"original", *resolve_config(cfg).methods}

@@ -45,6 +45,7 @@ def test_two_processes_match_one(tmp_path):
     one, _ = _run(tmp_path / "one", 1)
     assert two["environment"]["world_size"] == 2 and one["environment"]["world_size"] == 1
     assert stdout.count("| Method |") == 1  # one table: only rank 0 prints
+    assert "2 processes (time and memory are rank 0's)" in (tmp_path / "two" / "results.md").read_text()
     for run in two["runs"]:
         if run["method"] == "original" or "history" not in run["info"]:
             continue

@@ -152,6 +152,11 @@ def markdown_report(results: dict) -> str:
     return title + "\n\n" + "\n\n".join(parts)
 
 
+def _processes(env: dict) -> str:
+    size = env.get("world_size", 1)
+    return f", {size} processes (time and memory are rank 0's)" if size > 1 else ""
+
+
 def _cached_text(results: dict) -> str:
     cached = [f"{r['method']} (seed {r['seed']})" for r in results["runs"] if r.get("info", {}).get("cached")]
     if not cached:
@@ -186,7 +191,8 @@ def _report(results: dict) -> str:
         "## MIA-Efficacy by attack feature\n\n" + mia_table(results),
         ("## Pruning and adapters\n\nMerging a LoRA update (dense B @ A) or fine-tuning all weights writes into pruned "
         "rows, so the final model is dense again unless a row stays zero.\n\n" + pruning_table(results)),
-        (f"Device: {env['device']} ({env['device_name']}), {env['threads']} threads; memory: {env['memory_measure']}. "
+        (f"Device: {env['device']} ({env['device_name']}), {env['threads']} threads"
+        f"{_processes(env)}; memory: {env['memory_measure']}. "
         f"torch {env['versions']['torch']}, peft {env['versions']['peft']}, prunelora {env['versions']['prunelora']}; "
         f"{env['date']}."),
     ]) + "\n"
