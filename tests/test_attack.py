@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from prunelora import cache
 from prunelora.context import seed_everything
 from prunelora.methods._train import fit, recipe_from
 from prunelora.metrics import evidence
@@ -60,5 +61,8 @@ def test_attack_cannot_tell_two_retrains_apart_but_spots_the_original(tiny_cfg, 
     assert attack(outputs(trained_original, data, cpu_ctx), retrain, inputs)["attack"] > 75
     assert evidence.shadow_phis(inputs).shape == (4, len(splits.forget))
     key_before = list(evidence._SHADOWS)
-    evidence.shadow_phis(inputs)
+    phis = evidence.shadow_phis(inputs)
     assert list(evidence._SHADOWS) == key_before  # trained once, then reused
+    assert len(list(cache.cache_dir().glob("shadow-*.safetensors"))) >= 4  # and kept on disk
+    evidence._SHADOWS.clear()
+    np.testing.assert_array_equal(evidence.shadow_phis(inputs), phis)  # reloaded from the model cache

@@ -166,8 +166,8 @@ def _divergence(outputs, reference, inputs: EvidenceInput) -> dict:
     return {"KL_forget": kl_f, "JS_forget": js_f, "KL_test": kl_t, "JS_test": js_t}
 
 
-# shadow models' phi on the forget set, per (data, model, recipe, request, shadow count): trained once per
-# process and reused across seeds and methods (they do not depend on either)
+# shadow models' phi on the forget set, per (data, model, recipe, request, shadow count): computed once per
+# process and reused across seeds and methods (they depend on neither); the models also go to the model cache
 _SHADOWS: dict[str, np.ndarray] = {}
 
 
@@ -177,6 +177,7 @@ def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
     import json
     import zlib
 
+    from .. import cache
     from ..config import to_dict
     from ..context import seed_everything
     from ..methods._train import fit, recipe_from
@@ -196,7 +197,12 @@ def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
             seed_everything(seed)
             ctx = dataclasses.replace(inputs.ctx, seed=seed, meter=CostMeter(inputs.ctx.device))
             model = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
-            fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"attack shadow {k + 1}")
+            # a shadow is a retrain with another seed: kept in the model cache like one
+            key, described = cache.model_key("shadow", cfg, seed, splits.retain)
+            if not (cfg.cache and cache.load("shadow", key, model) is not None):
+                fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"attack shadow {k + 1}")
+                if cfg.cache:
+                    cache.store("shadow", key, described, model, {})
             logits = predict(model, data, data.x_train[forget.to(data.x_train.device)], ctx)
             phis.append(logit_confidence(logits, data.y_train[forget].cpu().numpy()))
         _SHADOWS.clear()  # keep one request's shadows: they are all a run needs
