@@ -249,3 +249,10 @@ def test_forget_head_row_rule_needs_a_pruned_head(unlearn_task, trained_original
     task = UnlearnTask(unlearn_task.data, unlearn_task.splits, cfg)
     with pytest.raises(UserError, match="needs the head among the pruned layers"):
         unlearn_one("prunelora", trained_original, task, cpu_ctx)
+
+
+def test_a_schedule_too_short_for_one_cycle_runs_at_constant_rate(tiny_data, trained_original, cpu_ctx):
+    data, splits = tiny_data
+    recipe = Recipe(epochs=1, batch_size=128, optimizer="sgd", lr=0.01, weight_decay=0.0, schedule="onecycle")
+    history = fit(trained_original, data, splits.retain[:400], recipe, cpu_ctx)  # 3 steps: too few to warm up
+    assert len(history) == 1

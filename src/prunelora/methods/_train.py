@@ -48,7 +48,7 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
-    if recipe.schedule == "onecycle":
+    if recipe.schedule == "onecycle" and total_steps * 0.25 >= 2:  # OneCycleLR needs two warm-up steps
         # 25% warm-up then cosine decay, stepped per batch; without it accuracy swings between epochs
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=0.25)
     return None
