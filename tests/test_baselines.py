@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import TINY_OVERRIDES as TINY
 from prunelora.config import load_config
 from prunelora.errors import UserError
 from prunelora.methods import UnlearnTask, method_task
@@ -33,7 +34,6 @@ def _task_with(task, *overrides):
     return dataclasses.replace(task, config=cfg)
 
 
-TINY = ["model.width=4", "data.image_size=8", "train.epochs=1", "unlearn.epochs=1", "threads=1"]
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_OVERRIDES as TINY
 from prunelora.api import load_module
 from prunelora.cli import main
 from prunelora.config import load_config
@@ -91,7 +92,6 @@ def test_prunelora_with_removal(tiny_cfg, tiny_data, trained_original, cpu_ctx):
         assert model(data.normalise(data.x_test[:3])).shape == (3, 10)
 
 
-TINY = ["model.width=4", "data.image_size=8", "train.epochs=1", "unlearn.epochs=1", "threads=1"]
 
 
 def test_vit_prunelora_with_removal(tiny_overrides):

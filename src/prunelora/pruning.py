@@ -108,11 +108,9 @@ def remove_channels(model: nn.Module, names: list[str], amount: float, head: str
             ignored_layers=ignored, num_heads={m.qkv: m.num_heads for m in attentions},
         )
         pruner.step()
-    for m in attentions:  # timm's Attention reads these in forward: keep them in step with the new qkv width
+    for m in attentions:
         m.num_heads = pruner.num_heads.get(m.qkv, m.num_heads)
-        m.head_dim = m.qkv.out_features // (3 * m.num_heads)
-        m.attn_dim = m.num_heads * m.head_dim
-        m.scale = m.head_dim**-0.5
+        _sync_attention(m)
     after = {n: _width(m) for n, m in model.named_modules() if n in before}
     return {n: [before[n], after[n]] for n in before if before[n] != after[n]}
 
@@ -134,9 +132,15 @@ def match_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
         changed += 1
     for m in model.modules():
         if hasattr(m, "qkv") and hasattr(m, "num_heads") and changed:
-            m.head_dim = m.qkv.out_features // (3 * m.num_heads)
-            m.attn_dim, m.scale = m.num_heads * m.head_dim, m.head_dim**-0.5
+            _sync_attention(m)
     return changed
+
+
+def _sync_attention(m: nn.Module) -> None:
+    """timm's Attention reads these in forward: keep them in step with its (possibly narrower) qkv layer."""
+    m.head_dim = m.qkv.out_features // (3 * m.num_heads)
+    m.attn_dim = m.num_heads * m.head_dim
+    m.scale = m.head_dim**-0.5
 
 
 def _resize(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:

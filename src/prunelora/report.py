@@ -38,13 +38,19 @@ def seeds_of(results: dict) -> list[int]:
     return sorted({r["seed"] for r in results["runs"]})
 
 
-def _mean_std(values: list) -> str:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+def mean_std(values: list) -> tuple[float, float] | None:
+    """Mean and sample std (0 for one value) of the numbers among `values`, ignoring None and NaN."""
+    values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
     if not values:
-        return "-"
+        return None
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {std:.2f}"
+    return mean, std
+
+
+def _mean_std(values: list) -> str:
+    stats = mean_std(values)
+    return "-" if stats is None else f"{stats[0]:.2f} ± {stats[1]:.2f}"
 
 
 def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import yaml
 
 from . import dist
 from .errors import UserError
-from .io import atomic_write
+from .io import atomic_write, finite
 
 
 class Progress:
@@ -65,7 +64,7 @@ class Progress:
             buf = io.BytesIO()
             np.savez(buf, train=outputs[0], test=outputs[1])
             atomic_write(self._path(seed, name, ".npz"), buf.getvalue())
-        atomic_write(self._path(seed, name, ".json"), json.dumps(_finite(entry), allow_nan=False))
+        atomic_write(self._path(seed, name, ".json"), json.dumps(finite(entry), allow_nan=False))
 
 
 def first_difference(a: dict, b: dict, prefix: str = "") -> str:
@@ -76,13 +75,3 @@ def first_difference(a: dict, b: dict, prefix: str = "") -> str:
                 return first_difference(a[key], b[key], f"{prefix}{key}.")
             return f"{prefix}{key}"
     return prefix.rstrip(".") or "config"
-
-
-def _finite(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import zlib
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from .data import (
     resolve_classes,
 )
 from .errors import UserError
-from .io import atomic_write, environment, load_weights, read_state_dict, save_checkpoint
+from .io import atomic_write, environment, finite, load_weights, read_state_dict, save_checkpoint
 from .methods import UnlearnTask, method_task, resolve_methods
 from .methods._train import fit, recipe_from
 from .metrics.cost import CostMeter
@@ -321,18 +320,7 @@ def write_results(results: dict, out: Path) -> None:
 
     atomic_write(out / "config.yaml", C.dump_yaml(results["config"]))
     atomic_write(out / "results.md", markdown_report(results))
-    atomic_write(out / "results.json", json.dumps(_finite(results), indent=2, allow_nan=False))
+    atomic_write(out / "results.json", json.dumps(finite(results), indent=2, allow_nan=False))
     from .summary import write_report
 
-    write_report(_finite(results), out, formats=("csv", "tex"))  # results.md has the tables; add CSV, LaTeX, plots
-
-
-def _finite(value):
-    """NaN (e.g. accuracy on an empty set) -> null, so results.json stays strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    write_report(finite(results), out, formats=("csv", "tex"))  # results.md has the tables; add CSV, LaTeX, plots

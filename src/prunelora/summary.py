@@ -7,11 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 from .errors import UserError
 from .io import atomic_write
+from .report import mean_std
 
 TABLE_KEYS = ("UA", "MIA", "RA", "TA", "probe", "relearn_TA", "attack", "JS_forget", "time_s", "peak_memory_mb")
 # what must match for runs to be merged: the same data, model, original recipe and request
@@ -61,14 +61,8 @@ def summary_rows(results: dict) -> list[dict]:
 
 
 def _stats(metrics: list[dict]) -> dict:
-    out = {}
-    for key in TABLE_KEYS:
-        values = [m[key] for m in metrics if isinstance(m.get(key), (int, float)) and not math.isnan(m[key])]
-        if values:
-            mean = sum(values) / len(values)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-            out[key] = (mean, std)
-    return out
+    stats = {key: mean_std([m.get(key) for m in metrics]) for key in TABLE_KEYS}
+    return {key: value for key, value in stats.items() if value is not None}
 
 
 def _keys(rows: list[dict]) -> list[str]:

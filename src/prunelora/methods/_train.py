@@ -202,8 +202,8 @@ class _Loop:
         start = time.perf_counter()
         self.train_mode()
         # accumulated on the device: a .item() per step would force a GPU sync every step
-        totals = torch.zeros(3, device=self.ctx.device)  # loss sum, correct, samples
-        local_rows = []
+        totals = torch.zeros(2, device=self.ctx.device)  # loss sum, correct
+        seen, local_rows = 0, []
         for idx in batches(len(index), self.recipe.batch_size, self.generator, self.min_last):
             rows = dist.shard(index[idx])
             if epoch == 0 and self.world.active:
@@ -211,10 +211,13 @@ class _Loop:
             if self.pair is not None:
                 rows = torch.cat([rows, dist.shard(self.pair.next())])
             totals += self.step(rows, epoch)
+            seen += len(rows)
             self.bar.update()
         if self.world.active:  # the epoch's figures over every rank's samples
+            totals = torch.cat([totals, torch.tensor([float(seen)], device=self.ctx.device)])
             torch.distributed.all_reduce(totals)
-        loss, acc = (totals[0] / totals[2]).item(), (100.0 * totals[1] / totals[2]).item()
+            seen = int(totals[2].item())
+        loss, acc = totals[0].item() / seen, 100.0 * totals[1].item() / seen
         if not math.isfinite(loss):
             raise FloatingPointError(f"{desc}: the training loss became {loss} in epoch {epoch + 1}")
         record = {"epoch": epoch + 1, "loss": loss, "acc": acc, "seconds": time.perf_counter() - start}
@@ -227,7 +230,7 @@ class _Loop:
         return record
 
     def step(self, rows: torch.Tensor, epoch: int) -> torch.Tensor:
-        """One optimizer step on train samples `rows`; returns (loss sum, correct, samples) of the batch."""
+        """One optimizer step on train samples `rows`; returns (loss sum, correct) of the batch, on the device."""
         ctx, data = self.ctx, self.data
         rows = rows.to(data.x_train.device)
         x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, self.aug_generator)
@@ -244,5 +247,4 @@ class _Loop:
         ctx.meter.end_step(self.model, self.optimizer)
         if self.schedule is not None:
             self.schedule.step()
-        correct = (logits.detach().argmax(1) == y).sum()
-        return torch.stack([loss.detach() * len(y), correct.float(), torch.tensor(float(len(y)), device=ctx.device)])
+        return torch.stack([loss.detach() * len(y), (logits.detach().argmax(1) == y).sum().float()])
