@@ -65,7 +65,7 @@ def test_run_writes_results(run_output):
 
     env = results["environment"]
     assert env["device"] == "cpu" and env["threads"] == 1
-    for package in ("prunelora", "torch", "peft", "timm", "scikit-learn", "safetensors"):
+    for package in ("prunelora", "torch", "peft", "timm", "torch-pruning", "scikit-learn", "safetensors"):
         assert env["versions"][package], package
 
     assert results["data"]["forget_classes"] == [3]

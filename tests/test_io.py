@@ -75,3 +75,15 @@ def test_environment_record():
     assert env["device"] == "cpu" and env["memory_measure"] == "kind"
     assert env["threads"] == torch.get_num_threads() and env["versions"]["torch"] == torch.__version__.split("+")[0]
     json.dumps(env)  # serialisable
+
+
+def test_environment_names_the_source_tree_version_when_not_installed(monkeypatch):
+    import prunelora
+    from prunelora import io
+
+    def missing(package):
+        raise io.metadata.PackageNotFoundError(package)
+
+    monkeypatch.setattr(io.metadata, "version", missing)
+    versions = environment(torch.device("cpu"), "kind")["versions"]
+    assert versions["prunelora"] == f"{prunelora.__version__} (source tree)" and versions["torch"] is None

@@ -134,6 +134,10 @@ def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
+        if package == "prunelora":  # run from a source tree (PYTHONPATH=src), not installed
+            from . import __version__
+
+            return f"{__version__} (source tree)"
         return None
 
 
@@ -149,7 +153,7 @@ def _cpu_name() -> str:
 
 def environment(device: torch.device, memory_kind: str) -> dict:
     """Versions, device and threads: recorded next to every result."""
-    packages = ("prunelora", "torch", "torchvision", "peft", "timm", "scikit-learn", "numpy", "safetensors")
+    packages = ("prunelora", "torch", "torchvision", "peft", "timm", "torch-pruning", "scikit-learn", "numpy", "safetensors")
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
