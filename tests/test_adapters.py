@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunelora.adapters import FastDropout, add_lora, merge_lora
+from prunelora.adapters import DropoutConv2d, FastDropout, add_lora, merge_lora
 from prunelora.config import ModelConfig
 from prunelora.models import HEAD, create_model, select_layers
 
@@ -109,6 +109,9 @@ def test_lora_dropout_is_fast_dropout_with_per_layer_seed():
     model, layers = _resnet_lora(dropout=0.1)
     drops = [m for m in model.modules() if isinstance(m, FastDropout)]
     assert len(drops) == len(layers) and all(d.p == 0.1 for d in drops)
+    # every adapted conv carries its dropout inside the down-projection
+    downs = [m for m in model.modules() if isinstance(m, DropoutConv2d)]
+    assert len(downs) == len(layers) and {id(d.input_dropout) for d in downs} == {id(d) for d in drops}
     for d in drops:
         d.train()
     x = torch.ones(1000)
@@ -162,3 +165,60 @@ def test_fast_dropout_seeded():
     torch.testing.assert_close(first_a, first_b, rtol=0, atol=0)
     assert not torch.equal(first_a, first_c)
     assert not torch.equal(a(x), first_a)  # the next call draws a new mask
+
+
+def _reference_and_fused(kernel: int, stride: int, padding: int, seed: int = 5):
+    """The same down-projection twice: dropout then nn.Conv2d (what peft runs), and DropoutConv2d."""
+    torch.manual_seed(0)
+    plain = nn.Conv2d(6, 3, kernel, stride, padding, bias=False)
+    fused = nn.Conv2d(6, 3, kernel, stride, padding, bias=False)
+    fused.load_state_dict(plain.state_dict())
+    fused.__class__ = DropoutConv2d
+    fused.input_dropout = FastDropout(0.2, seed=seed).train()
+    return FastDropout(0.2, seed=seed).train(), plain, fused
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (1, 2, 0), (3, 2, 1)])
+def test_dropout_conv_is_bit_identical_to_dropout_then_conv(kernel, stride, padding):
+    drop, plain, fused = _reference_and_fused(kernel, stride, padding)
+    x1 = torch.randn(2, 6, 9, 9, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = plain(drop(x1)), fused(x2)
+    upstream = torch.randn_like(y1)
+    (y1 * upstream).sum().backward()
+    (y2 * upstream).sum().backward()
+    assert torch.equal(y1, y2) and torch.equal(x1.grad, x2.grad) and torch.equal(plain.weight.grad, fused.weight.grad)
+
+
+def test_dropout_conv_keeps_the_input_and_mask_not_a_dropped_copy():
+    _, plain, fused = _reference_and_fused(3, 1, 1)
+    x = torch.randn(2, 6, 9, 9, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fused(x)
+    activation_sized = [t for t in saved if t.shape == x.shape]
+    assert len(activation_sized) == 2  # x itself and the bool mask
+    assert any(t.data_ptr() == x.data_ptr() for t in activation_sized)
+    assert {t.dtype for t in activation_sized} == {torch.float32, torch.bool}
+
+
+def test_dropout_conv_under_bf16_autocast_matches_the_reference():
+    drop, plain, fused = _reference_and_fused(3, 1, 1)
+    x1 = torch.randn(2, 6, 9, 9, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = plain(drop(x1)), fused(x2)
+    assert y1.dtype == y2.dtype == torch.bfloat16
+    torch.testing.assert_close(y2, y1, rtol=0, atol=0)
+    (y1.float() * 3).sum().backward()
+    (y2.float() * 3).sum().backward()
+    assert fused.weight.grad.dtype == torch.float32 and x2.grad.dtype == torch.float32
+    torch.testing.assert_close(fused.weight.grad, plain.weight.grad, rtol=0.02, atol=0.02)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=0.02, atol=0.02)
+
+
+def test_dropout_conv_in_eval_mode_is_the_plain_conv():
+    _, plain, fused = _reference_and_fused(3, 1, 1)
+    fused.eval()
+    x = torch.randn(2, 6, 9, 9)
+    assert torch.equal(fused(x), plain(x))

@@ -1,9 +1,16 @@
 """LoRA adapters through peft: add them to named layers, train only them (and the head), merge them back.
 
-One change to peft's layers: on the CPU, the LoRA input dropout is drawn with a fast generator
-(`FastDropout`). `torch.nn.Dropout` on the CPU spends ~8 ns per element drawing Bernoulli numbers, which
-made a LoRA epoch of a narrow ResNet 1.8x slower than a full fine-tuning epoch; the semantics (an
-element-wise keep mask with probability 1 - p, scaled by 1 / (1 - p), only in training) are unchanged.
+Two changes to peft's layers, neither of which changes what is computed (an element-wise keep mask with
+probability 1 - p, scaled by 1 / (1 - p), only in training, on the adapter's input):
+- On the CPU the LoRA input dropout is drawn with a fast generator (`FastDropout`). `torch.nn.Dropout` on the
+  CPU spends ~8 ns per element drawing Bernoulli numbers, which made a LoRA epoch of a narrow ResNet 1.8x slower
+  than a full fine-tuning epoch.
+- A convolution's down-projection takes the dropout inside (`DropoutConv2d`): it keeps the layer's input, which
+  the frozen base convolution keeps anyway, and the 1-byte mask, instead of a dropped-out copy of the input
+  (4 bytes per element in fp32). The copy is rebuilt in the backward pass for the adapter's weight gradient.
+  With LoRA on every block convolution this copy was the largest cost of LoRA over fine-tuning in activation
+  memory. peft's cast of the input to the adapter's dtype is switched off, so under bf16 autocast the input is
+  not copied to fp32 first (autocast casts the adapter's convolution as it would any other).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
+from torch.nn import functional as F
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -43,18 +51,85 @@ class FastDropout(nn.Module):
         self._threshold = round(p * 65536) - 32768  # keep where int16 bits >= threshold
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def active(self) -> bool:
+        return self.training and self.p > 0.0
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / (1.0 - self.p)
+
+    def keep_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """A bool mask shaped like x, True (kept) with probability 1 - p."""
+        if x.device.type != "cpu":
+            return torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(1.0 - self.p)
+        n = x.numel()
+        bits = self._rng.bit_generator.random_raw((n + 3) // 4).view(np.int16)[:n]  # 4 draws per 64 bits
+        return torch.from_numpy(bits).view(x.shape) >= self._threshold
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
+        if not self.active:
             return x
         if x.device.type != "cpu":
             return nn.functional.dropout(x, self.p, True)
-        n = x.numel()
-        bits = self._rng.bit_generator.random_raw((n + 3) // 4).view(np.int16)[:n]  # 4 draws per 64 bits
-        mask = torch.from_numpy(bits).view(x.shape) >= self._threshold
-        return _MaskedScale.apply(x, mask, 1.0 / (1.0 - self.p))
+        return _MaskedScale.apply(x, self.keep_mask(x), self.scale)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a convolution in here (x's own dtype when autocast is off)."""
+    device = x.device.type
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    if device == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else x.dtype
+    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else x.dtype
+
+
+class _DroppedConv(torch.autograd.Function):
+    """conv2d(x * mask * scale, weight) that saves x and the mask, not the dropped-out product.
+
+    The backward pass rebuilds the product and calls the same `convolution_backward` autograd would, so
+    fp32 results are bit-identical to dropout followed by the convolution.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mask, weight, scale, stride, padding, dilation, groups):
+        dtype = _compute_dtype(x)
+        ctx.save_for_backward(x, mask, weight)
+        ctx.conf = (scale, stride, padding, dilation, groups, dtype)
+        dropped = torch.mul(x, mask).mul_(scale).to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(dropped, weight.to(dtype), None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mask, weight = ctx.saved_tensors
+        scale, stride, padding, dilation, groups, dtype = ctx.conf
+        dropped = torch.mul(x, mask).mul_(scale).to(dtype)
+        want = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], False]
+        grad_dropped, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, dropped, weight.to(dtype), None, stride, padding, dilation, False, [0, 0], groups, want
+        )
+        grad_x = None if grad_dropped is None else torch.mul(grad_dropped, mask).mul_(scale).to(x.dtype)
+        grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
+        return grad_x, None, grad_weight, None, None, None, None, None
+
+
+class DropoutConv2d(nn.Conv2d):
+    """A LoRA down-projection (bias-free Conv2d) applied to `input_dropout(x)`; see `_DroppedConv`."""
+
+    input_dropout: FastDropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.input_dropout.active:
+            return super().forward(x)
+        mask = self.input_dropout.keep_mask(x)
+        return _DroppedConv.apply(
+            x, mask, self.weight, self.input_dropout.scale, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 def add_lora(
@@ -66,9 +141,18 @@ def add_lora(
     )
     peft_model = get_peft_model(model, config)
     for i, layer in enumerate(m for m in peft_model.modules() if isinstance(m, LoraLayer)):
+        layer.cast_input_dtype_enabled = False  # autocast decides the adapter's compute dtype, as for the base
         for key, old in layer.lora_dropout.items():
-            if isinstance(old, nn.Dropout):
-                layer.lora_dropout[key] = FastDropout(old.p, seed=seed * 1000 + i)
+            if not isinstance(old, nn.Dropout):
+                continue
+            drop = FastDropout(old.p, seed=seed * 1000 + i)
+            down = layer.lora_A[key]
+            if type(down) is nn.Conv2d and down.bias is None and down.padding_mode == "zeros":
+                down.__class__ = DropoutConv2d  # same parameters and state-dict keys; dropout moves inside
+                down.input_dropout = drop
+                layer.lora_dropout[key] = nn.Identity()
+            else:
+                layer.lora_dropout[key] = drop
     return peft_model
 
 
