@@ -191,7 +191,7 @@ def test_dropout_conv_is_bit_identical_to_dropout_then_conv(kernel, stride, padd
 
 
 def test_dropout_conv_keeps_the_input_and_mask_not_a_dropped_copy():
-    _, plain, fused = _reference_and_fused(3, 1, 1)
+    *_, fused = _reference_and_fused(3, 1, 1)
     x = torch.randn(2, 6, 9, 9, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):

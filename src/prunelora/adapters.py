@@ -61,8 +61,8 @@ class FastDropout(nn.Module):
 
     def keep_mask(self, x: torch.Tensor) -> torch.Tensor:
         """A bool mask shaped like x, True (kept) with probability 1 - p."""
-        if x.device.type != "cpu":
-            return torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(1.0 - self.p)
+        if x.device.type != "cpu":  # same memory format as x (channels-last on CUDA)
+            return torch.rand_like(x, dtype=torch.float32) >= self.p
         n = x.numel()
         bits = self._rng.bit_generator.random_raw((n + 3) // 4).view(np.int16)[:n]  # 4 draws per 64 bits
         return torch.from_numpy(bits).view(x.shape) >= self._threshold
