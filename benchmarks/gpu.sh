@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU speed and memory of every paper method on CIFAR-shaped random data; fits in 8 minutes on one H100.
-# Usage: benchmarks/gpu.sh [KEY=VALUE ...]   (PYTHON=path/to/python to choose the interpreter)
+# GPU speed and memory of every paper method on CIFAR-shaped random data (about 5 minutes on one H100), then the
+# default comparison on the GPU (about 40 s). docs/gpu.md holds the figures.
+# Usage: benchmarks/gpu.sh [KEY=VALUE ...]   (PYTHON=path/to/python to choose the interpreter; OUT=dir for the run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-exec "$PY" benchmarks/gpu.py "$@"
+"$PY" benchmarks/gpu.py "$@"
+"$PY" -m prunelora run --quiet --out "${OUT:-runs/gpu-demo}" device=cuda
