@@ -1,0 +1,26 @@
+"""The GPU benchmark script runs end to end (here on the CPU, on a tiny model) and prints every row and check."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_benchmark_runs_on_the_cpu():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--n-train", "96",
+           "--models", "resnet50-tiny", "threads=1", "model.width=4"]
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = dict(re.findall(r"^  (\S+(?: \(1 epoch\))?)\s+([\d.]+)\s+\d+\s+\d+$", out.stdout, re.MULTILINE))
+    assert set(rows) == {"train (1 epoch)", "finetune", "prune_finetune", "lora", "prunelora", "prunelora_remove"}
+    assert all(float(seconds) > 0 for seconds in rows.values())
+    checks = re.findall(r"^(PASS|MISS)  (.+): ", out.stdout, re.MULTILINE)
+    assert [label for _, label in checks] == [
+        "ResNet-50 PruneLoRA epoch <= 10 s",
+        "resnet50-tiny: PruneLoRA peak memory <= 0.5 x Fine-tune's",
+        "resnet50-tiny: PruneLoRA (channels removed) peak memory <= 0.5 x Fine-tune's",
+    ]
