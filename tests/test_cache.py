@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import pytest
 import torch
@@ -22,16 +23,38 @@ def cache_here(tmp_path, monkeypatch):
 
 def test_key_covers_what_determines_the_model(tiny_cfg):
     index = torch.arange(10)
-    key, described = cache.model_key("original", tiny_cfg, 0, index)
-    assert key == cache.model_key("original", tiny_cfg, 0, torch.arange(10))[0]
+    ctx = Context(torch.device("cpu"), progress=False)
+    key, described = cache.model_key("original", tiny_cfg, 0, index, ctx)
+    assert key == cache.model_key("original", tiny_cfg, 0, torch.arange(10), ctx)[0]
     other_train = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, lr=0.05))
-    for changed in (cache.model_key("original", tiny_cfg, 1, index), cache.model_key("retrain", tiny_cfg, 0, index),
-                    cache.model_key("original", tiny_cfg, 0, torch.arange(9)),
-                    cache.model_key("original", other_train, 0, index)):
+    for changed in (cache.model_key("original", tiny_cfg, 1, index, ctx), cache.model_key("retrain", tiny_cfg, 0, index, ctx),
+                    cache.model_key("original", tiny_cfg, 0, torch.arange(9), ctx),
+                    cache.model_key("original", other_train, 0, index, ctx)):
         assert changed[0] != key
     no_download = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, download=True))
-    assert cache.model_key("original", no_download, 0, index)[0] == key  # downloading changes no data
+    assert cache.model_key("original", no_download, 0, index, ctx)[0] == key  # downloading changes no data
     assert '"seed": 0' in described
+
+
+def test_key_covers_how_training_ran(tiny_cfg, monkeypatch):
+    index = torch.arange(10)
+    cpu = Context(torch.device("cpu"), progress=False)
+    key = cache.model_key("original", tiny_cfg, 0, index, cpu)[0]
+    assert cache.model_key("original", tiny_cfg, 0, index, dataclasses.replace(cpu, compile=True))[0] != key
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert cache.model_key("original", tiny_cfg, 0, index, cpu)[0] != key
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cache.model_key("original", tiny_cfg, 0, index, cpu)[0] != key
+    monkeypatch.delenv("WORLD_SIZE")
+    # a GPU run (described without touching a GPU): device type, autocast and memory format enter the key
+    gpu = cache.execution(types.SimpleNamespace(device=torch.device("cuda"), amp=True, channels_last=True, compile=False))
+    assert gpu == {"device": "cuda", "amp": True, "channels_last": True, "compile": False, "processes": 1}
+    assert cache.execution(cpu) == {"device": "cpu", "amp": False, "channels_last": False, "compile": False,
+                                    "processes": 1, "threads": threads}
 
 
 def test_miss_then_hit(cache_here, tiny_cfg, tiny_data):

@@ -1,6 +1,8 @@
 """On-disk cache of the expensive models, the original and retrain, keyed by a hash of everything that
-determines them: data and split, model, training recipe, seed, the samples trained on and the version of
-the training code. The hash is stored in the file and checked on load; a mismatch retrains.
+determines them: data and split, model, training recipe, seed, the samples trained on, the version of
+the training code, and how training ran (device type, bf16 autocast, memory format, torch.compile, number of
+processes, CPU threads), since each of these changes the numbers a seed produces and the time it takes. The
+hash is stored in the file and checked on load; a mismatch retrains.
 
 The directory is $PRUNELORA_CACHE (default ~/.cache/prunelora; "off" disables it); `cache=false` in the config
 skips it for one run. A hit also restores the time and memory the training took when it was cached, so that
@@ -32,13 +34,23 @@ def cache_dir() -> Path | None:
     return None if value.lower() in ("off", "0", "false", "") else Path(value).expanduser()
 
 
-def model_key(role: str, cfg, seed: int, index: torch.Tensor) -> tuple[str, str]:
-    """(sha256 hex, description): what determines a model trained in `role` on train samples `index`."""
+def execution(ctx) -> dict:
+    """How training runs, as far as it changes the result or its recorded cost."""
+    run = {"device": ctx.device.type, "amp": ctx.amp, "channels_last": ctx.channels_last, "compile": ctx.compile,
+           "processes": dist.world().size}
+    if ctx.device.type == "cpu":  # reductions split across threads add in another order
+        run["threads"] = torch.get_num_threads()
+    return run
+
+
+def model_key(role: str, cfg, seed: int, index: torch.Tensor, ctx) -> tuple[str, str]:
+    """(sha256 hex, description): what determines a model trained in `role` on train samples `index` with `ctx`."""
     data = {k: v for k, v in to_dict(cfg.data).items() if k != "download"}
     described = json.dumps({
         "role": role, "code": TRAINING_CODE_VERSION, "torch": torch.__version__.split("+")[0],
         "data": data, "model": to_dict(cfg.model), "train": to_dict(cfg.train), "seed": seed,
         "samples": hashlib.sha256(index.cpu().numpy().astype("int64").tobytes()).hexdigest(),
+        "execution": execution(ctx),
     }, sort_keys=True)
     return hashlib.sha256(described.encode()).hexdigest(), described
 

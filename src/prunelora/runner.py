@@ -114,7 +114,7 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
         return ctx.prepare_model(model).eval(), record
     model = ctx.prepare_model(model)
     everything = torch.arange(len(data.y_train))
-    key, described = cache.model_key("original", cfg, cfg.seed, everything)
+    key, described = cache.model_key("original", cfg, cfg.seed, everything, ctx)
     if cfg.cache and (record := cache.load("original", key, model)) is not None:
         return model.eval(), record
     ctx.meter = CostMeter(ctx.device)

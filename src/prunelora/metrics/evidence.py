@@ -198,7 +198,7 @@ def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
             ctx = dataclasses.replace(inputs.ctx, seed=seed, meter=CostMeter(inputs.ctx.device))
             model = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
             # a shadow is a retrain with another seed: kept in the model cache like one
-            key, described = cache.model_key("shadow", cfg, seed, splits.retain)
+            key, described = cache.model_key("shadow", cfg, seed, splits.retain, ctx)
             if not (cfg.cache and cache.load("shadow", key, model) is not None):
                 fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"attack shadow {k + 1}")
                 if cfg.cache:
