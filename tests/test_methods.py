@@ -212,15 +212,19 @@ def test_fit_with_refit_bn_uses_statistics_recomputed_before_training(tiny_data,
     assert not torch.equal(model.head.weight, reference.head.weight)
 
 
-def test_gpu_only_options_are_off_on_the_cpu():
-    ctx = Context(torch.device("cpu"), amp=True, channels_last=True, compile=False)
-    assert not ctx.amp and not ctx.channels_last
+def test_autocast_is_off_on_the_cpu_and_channels_last_only_when_asked():
+    ctx = Context(torch.device("cpu"), amp=True, channels_last=None, compile=False)
+    assert not ctx.amp and not ctx.channels_last  # None: CUDA only
     model = nn.Conv2d(1, 2, 3)
     assert ctx.prepare_model(model) is model
     x = torch.randn(2, 1, 4, 4)
     assert ctx.prepare_input(x) is x
     with ctx.autocast():
         assert torch.get_autocast_dtype("cpu") is not None and not torch.is_autocast_enabled("cpu")
+    asked = Context(torch.device("cpu"), channels_last=True)
+    assert asked.channels_last and not asked.amp
+    assert asked.prepare_input(x).is_contiguous(memory_format=torch.channels_last)
+    assert asked.prepare_model(nn.Conv2d(1, 2, 3)).weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_image_data_moves_whole(tiny_data):

@@ -180,7 +180,9 @@ class ExperimentConfig:
     threads: int | None = None  # CPU threads for PyTorch; None = all cores
     save_models: bool = False  # also write each method's model to OUT/models/<method>.safetensors
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
-    channels_last: bool = True  # NHWC memory format on CUDA (ignored on the CPU)
+    # NHWC memory format for convolutions. None: on CUDA only. true also on the CPU, where training steps ran
+    # 4-11% faster on two cores (docs/performance.md); off there by default, since it changes the numerics
+    channels_last: bool | None = None
     compile: bool = False  # torch.compile the model for training (slow start, faster steps on GPUs)
     cache: bool = True  # reuse the original and retrain from the on-disk cache ($PRUNELORA_CACHE) when identical
     data: DataConfig = field(default_factory=DataConfig)

@@ -21,7 +21,7 @@ class Context:
     progress: bool = True  # show progress bars (off with --quiet)
     meter: CostMeter = field(default=None)  # set per method by the runner
     amp: bool = False  # bf16 autocast (CUDA only)
-    channels_last: bool = False  # NHWC activations for convolutions (CUDA only)
+    channels_last: bool | None = False  # NHWC activations for convolutions; None = on CUDA only
     compile: bool = False  # torch.compile the training forward
     # called with the model after every training epoch; its dict joins that epoch's history (learning curves)
     monitor: object = None
@@ -29,8 +29,10 @@ class Context:
     def __post_init__(self):
         if self.meter is None:
             self.meter = CostMeter(self.device)
-        if self.device.type != "cuda":  # both only pay off with CUDA kernels
-            self.amp = self.channels_last = False
+        if self.channels_last is None:
+            self.channels_last = self.device.type == "cuda"
+        if self.device.type != "cuda":  # bf16 autocast only pays off with CUDA kernels
+            self.amp = False
 
     def autocast(self):
         if self.amp:
