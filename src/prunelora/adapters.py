@@ -147,7 +147,7 @@ def add_lora(
                 continue
             drop = FastDropout(old.p, seed=seed * 1000 + i)
             down = layer.lora_A[key]
-            if type(down) is nn.Conv2d and down.bias is None and down.padding_mode == "zeros":
+            if type(down) is nn.Conv2d and down.bias is None and down.padding_mode == "zeros" and not isinstance(down.padding, str):
                 down.__class__ = DropoutConv2d  # same parameters and state-dict keys; dropout moves inside
                 down.input_dropout = drop
                 layer.lora_dropout[key] = nn.Identity()
