@@ -38,6 +38,22 @@ def test_report_merges_seeds(two_runs, capsys):
         assert (out / png).read_bytes()[:8] == PNG
 
 
+def test_report_warns_when_runs_were_timed_on_different_set_ups(two_runs, tmp_path, capsys):
+    same = tmp_path / "same"
+    assert main(["report", str(two_runs / "s0"), str(two_runs / "s1"), "--out", str(same)]) == 0
+    assert "different set-ups" not in (same / "report.md").read_text()
+    moved = tmp_path / "s1-elsewhere"
+    moved.mkdir()
+    results = json.loads((two_runs / "s1" / "results.json").read_text())
+    results["environment"]["device_name"] = "Another CPU"
+    (moved / "results.json").write_text(json.dumps(results))
+    capsys.readouterr()
+    assert main(["report", str(two_runs / "s0"), str(moved), "--out", str(tmp_path / "mixed")]) == 0
+    text = (tmp_path / "mixed" / "report.md").read_text()
+    assert "The runs come from 2 different set-ups" in text and "(Another CPU)" in text and str(moved) in text
+    assert "different set-ups" in capsys.readouterr().err
+
+
 def test_summary_formats_by_hand():
     results = {"runs": [
         {"method": "retrain", "seed": 0, "metrics": {"UA": 100.0, "RA": 99.0}},

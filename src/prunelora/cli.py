@@ -142,7 +142,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .summary import load_runs, summary_rows, to_markdown, write_report
+    from .summary import load_runs, setups_note, summary_rows, to_markdown, write_report
 
     results = load_runs(args.runs)
     out = Path(args.out or args.runs[0])
@@ -150,6 +150,8 @@ def cmd_report(args) -> int:
         raise UserError(f"--out '{out}' is a file; pass a directory")
     written = write_report(results, out)
     print(to_markdown(summary_rows(results)))
+    if note := setups_note(results):
+        print(note, file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
 

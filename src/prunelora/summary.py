@@ -42,7 +42,24 @@ def load_runs(dirs: list[str | Path]) -> dict:
             seen[ident] = d
             merged["runs"].append(r)
         merged["sources"].append(str(d))
+        merged.setdefault("setups", {}).setdefault(_setup(results.get("environment", {})), []).append(str(d))
     return merged
+
+
+def _setup(env: dict) -> str:
+    """Where a run's times and memory come from: device, its name, threads and processes."""
+    return (f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('threads', '?')} threads, "
+            f"{env.get('world_size', 1)} process(es)")
+
+
+def setups_note(results: dict) -> str | None:
+    """A warning when merged runs were timed on different set-ups (their quality metrics still merge)."""
+    setups = results.get("setups", {})
+    if len(setups) < 2:
+        return None
+    listed = "; ".join(f"{setup}: {', '.join(dirs)}" for setup, dirs in setups.items())
+    return (f"The runs come from {len(setups)} different set-ups ({listed}). Time and memory columns mix them; "
+            "compare those only within one set-up.")
 
 
 def summary_rows(results: dict) -> list[dict]:
@@ -115,9 +132,13 @@ def write_report(results: dict, out: Path, formats: tuple[str, ...] = ("md", "cs
     rows = summary_rows(results)
     writers = {"md": to_markdown, "csv": to_csv, "tex": to_latex}
     written = []
+    note = setups_note(results)
     for fmt in formats:
         path = out / f"report.{fmt}"
-        atomic_write(path, writers[fmt](rows))
+        text = writers[fmt](rows)
+        if fmt == "md" and note:
+            text += f"\n{note}\n"
+        atomic_write(path, text)
         written.append(path)
     for name, draw in (("bars.png", bars_png), ("curves.png", curves_png)):
         png = draw(results, rows)
