@@ -62,6 +62,21 @@ def test_another_config_is_refused_unless_forced(tmp_path, tiny_overrides, capsy
     assert json.loads((tmp_path / "run" / "results.json").read_text())["runs"][0]["seed"] == 1
 
 
+def test_a_run_from_another_set_up_is_refused_unless_forced(tmp_path, tiny_overrides, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "-q", *tiny_overrides, "methods=[finetune]"]) == 0
+    setup = json.loads((out / "progress" / "setup.json").read_text())
+    assert setup["device"] == "cpu" and setup["threads"] == 1 and setup["processes"] == 1 and setup["device_name"]
+    (out / "progress" / "setup.json").write_text(json.dumps({**setup, "device_name": "Another CPU"}))
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), "-q", *tiny_overrides, "methods=[finetune]"]) == 2
+    err = capsys.readouterr().err
+    assert "started on another set-up (device_name was Another CPU" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["run", "--out", str(out), "-q", "--force", *tiny_overrides, "methods=[finetune]"]) == 0
+    assert json.loads((out / "progress" / "setup.json").read_text()) == setup
+
+
 def test_same_config_and_seed_give_the_same_metrics(tiny_overrides):
     cfg = load_config(overrides=[*tiny_overrides, "cache=false", "methods=[retrain,finetune,prunelora,salun]"])
     first = run(cfg, progress=False, log=lambda *a: None)

@@ -1,7 +1,8 @@
 """Resumable runs: each method's result (its report entry and its outputs, which the comparisons with retrain
 need) is written atomically under OUT/progress/ as soon as it is done. A run started again with the same
---out and the same config loads those and runs only the rest; a different config there is refused unless
---force, which starts the run over."""
+--out and the same config loads those and runs only the rest; a different config there, or another set-up
+(device, threads, processes: the times would not compare), is refused unless --force, which starts the run
+over."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from .io import atomic_write, finite
 
 
 class Progress:
-    def __init__(self, out: str | Path, config: dict, force: bool = False):
+    def __init__(self, out: str | Path, config: dict, force: bool = False, setup: dict | None = None):
         self.dir = Path(out) / "progress"
         self.config, self.config_path, self.started = config, Path(out) / "config.yaml", False
+        self.setup = setup or {}  # where the run is timed: results from another set-up do not mix with these
         saved = self.config_path
         if saved.is_file():
             try:
@@ -35,6 +37,22 @@ class Progress:
                                     "--out, or --force to start it over")
                 if dist.world().main:
                     shutil.rmtree(self.dir, ignore_errors=True)
+        self._check_setup(out, force)
+
+    def _check_setup(self, out, force: bool) -> None:
+        try:
+            before = json.loads((self.dir / "setup.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return  # nothing finished yet, or a run from before set-ups were recorded
+        if before == self.setup:
+            return
+        if not force:
+            key = first_difference(before, self.setup)
+            raise UserError(f"--out '{out}' holds a run started on another set-up ({key} was {before.get(key)}, now "
+                            f"{self.setup.get(key)}); its times and memory would mix with this one's. Resume it there, "
+                            "use another --out, or --force to start it over")
+        if dist.world().main:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def _path(self, seed: int, name: str, suffix: str) -> Path:
         return self.dir / f"seed{seed}-{name}{suffix}"
@@ -59,6 +77,7 @@ class Progress:
         written with the first result (a run that fails before any result leaves nothing behind)."""
         if not self.started:
             atomic_write(self.config_path, yaml.safe_dump(self.config, sort_keys=False))
+            atomic_write(self.dir / "setup.json", json.dumps(self.setup, sort_keys=True))
             self.started = True
         if outputs is not None:
             buf = io.BytesIO()

@@ -202,7 +202,8 @@ def run(
     if not dist.world().main:
         log = lambda *a, **k: None  # one voice: rank 0
     data, splits = prepare(cfg, ctx.device)  # bad data settings fail here, before anything is written
-    store = Progress(out, C.to_dict(cfg), force) if out is not None else None
+    setup = {**cache.execution(ctx), "device_name": environment(ctx.device, ctx.meter.kind)["device_name"]}
+    store = Progress(out, C.to_dict(cfg), force, setup) if out is not None else None
     runs = []
     for seed in cfg.seeds or [cfg.seed]:
         seed_cfg = dataclasses.replace(cfg, seed=seed)
