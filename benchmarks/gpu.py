@@ -7,17 +7,20 @@ checks the targets: a ResNet-50 PruneLoRA epoch within 10 s, PruneLoRA's peak me
 
     python benchmarks/gpu.py                       # 45,000 train images, on CUDA
     python benchmarks/gpu.py --device cpu --n-train 512 --models resnet50-tiny   # a quick check anywhere
+    python benchmarks/gpu.py --json gpu.json       # the figures with versions and device, as JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
 
 from prunelora.config import load_config
 from prunelora.data import ImageData, make_splits
+from prunelora.io import atomic_write, environment
 from prunelora.methods import UnlearnTask
 from prunelora.methods._train import fit, recipe_from
 from prunelora.metrics.cost import CostMeter
@@ -65,12 +68,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--n-train", type=int, default=45_000)
     parser.add_argument("--models", default="resnet50,vit-paper")
+    parser.add_argument("--json", help="also write the figures, checks and environment to this JSON file")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. compile=true")
     args = parser.parse_args()
     start = time.perf_counter()
-    checks = []
+    checks, figures = [], {}
     for name in args.models.split(","):
         out = bench_model(name, args.device, args.n_train, args.overrides)
+        figures[name] = {step: {"seconds_per_epoch": sec, "images_per_s": n / sec, "peak_memory_mb": peak}
+                         for step, (sec, n, peak) in out["rows"].items()}
         print(f"\n{name} on {out['device']}, batch 128, {args.n_train} train images; memory: {out['memory']}")
         print(f"  {'step':<16}{'s/epoch':>9}{'img/s':>9}{'peak MB':>10}")
         for step, (seconds, n, peak) in out["rows"].items():
@@ -87,6 +93,11 @@ def main() -> None:
     for label, ok, value in checks:
         print(f"{'PASS' if ok else 'MISS'}  {label}: {value}")
     print(f"total {time.perf_counter() - start:.0f} s; torch {torch.__version__}")
+    if args.json:
+        device = torch.device(args.device)
+        record = {"args": vars(args), "environment": environment(device, CostMeter(device).kind), "figures": figures,
+                  "checks": [{"target": label, "met": ok, "value": value} for label, ok, value in checks]}
+        atomic_write(args.json, json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

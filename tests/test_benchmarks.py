@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_benchmark_runs_on_the_cpu():
+def test_gpu_benchmark_runs_on_the_cpu(tmp_path):
+    record = tmp_path / "gpu.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--n-train", "96",
-           "--models", "resnet50-tiny", "threads=1", "model.width=4"]
+           "--models", "resnet50-tiny", "--json", str(record), "threads=1", "model.width=4"]
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = dict(re.findall(r"^  (\S+(?: \(1 epoch\))?)\s+([\d.]+)\s+\d+\s+\d+$", out.stdout, re.MULTILINE))
@@ -24,3 +28,10 @@ def test_gpu_benchmark_runs_on_the_cpu():
         "resnet50-tiny: PruneLoRA peak memory <= 0.5 x Fine-tune's",
         "resnet50-tiny: PruneLoRA (channels removed) peak memory <= 0.5 x Fine-tune's",
     ]
+    saved = json.loads(record.read_text())
+    assert saved["environment"]["device"] == "cpu" and saved["environment"]["versions"]["torch"]
+    steps = saved["figures"]["resnet50-tiny"]
+    assert set(steps) == set(rows)
+    assert steps["finetune"]["seconds_per_epoch"] == pytest.approx(float(rows["finetune"]), abs=0.006)
+    assert [c["target"] for c in saved["checks"]] == [label for _, label in checks]
+
