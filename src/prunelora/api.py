@@ -60,8 +60,7 @@ def load_module(checkpoint: str | Path) -> nn.Module:
     if "num_classes" in extra:
         shape = (extra["num_classes"], extra["in_chans"], extra["image_size"])
     else:  # checkpoints of `prunelora train`/`unlearn` before these facts were stored: read the data set
-        data, _ = prepare(cfg)
-        shape = (data.num_classes, data.in_chans, data.image_size)
+        shape = _shape(prepare(cfg)[0])
     return _build(state, cfg, shape, checkpoint, extra).eval()
 
 

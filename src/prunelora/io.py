@@ -151,6 +151,12 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def setup_of(env: dict) -> dict:
+    """What a run's times and memory depend on, from its `environment` record: device, threads, processes."""
+    return {"device": env.get("device"), "device_name": env.get("device_name"), "threads": env.get("threads"),
+            "processes": env.get("world_size", 1)}
+
+
 def environment(device: torch.device, memory_kind: str) -> dict:
     """Versions, device and threads: recorded next to every result."""
     packages = ("prunelora", "torch", "torchvision", "peft", "timm", "torch-pruning", "scikit-learn", "numpy", "safetensors")

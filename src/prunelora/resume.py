@@ -31,26 +31,23 @@ class Progress:
             except yaml.YAMLError:
                 before = None
             if before != config:
-                if not force:
-                    where = first_difference(before, config) if isinstance(before, dict) else "config.yaml"
-                    raise UserError(f"--out '{out}' holds a run with another config ({where} differs); use another "
-                                    "--out, or --force to start it over")
-                if dist.world().main:
-                    shutil.rmtree(self.dir, ignore_errors=True)
-        self._check_setup(out, force)
-
-    def _check_setup(self, out, force: bool) -> None:
+                where = first_difference(before, config) if isinstance(before, dict) else "config.yaml"
+                self._refuse_or_reset(force, f"--out '{out}' holds a run with another config ({where} differs); use "
+                                             "another --out, or --force to start it over")
         try:
             before = json.loads((self.dir / "setup.json").read_text())
         except (OSError, json.JSONDecodeError):
             return  # nothing finished yet, or a run from before set-ups were recorded
-        if before == self.setup:
-            return
-        if not force:
+        if before != self.setup:
             key = first_difference(before, self.setup)
-            raise UserError(f"--out '{out}' holds a run started on another set-up ({key} was {before.get(key)}, now "
-                            f"{self.setup.get(key)}); its times and memory would mix with this one's. Resume it there, "
-                            "use another --out, or --force to start it over")
+            self._refuse_or_reset(force, f"--out '{out}' holds a run started on another set-up ({key} was "
+                                         f"{before.get(key)}, now {self.setup.get(key)}); its times and memory would mix "
+                                         "with this one's. Resume it there, use another --out, or --force to start it over")
+
+    def _refuse_or_reset(self, force: bool, message: str) -> None:
+        """Without --force, a UserError; with it, what the directory holds is dropped."""
+        if not force:
+            raise UserError(message)
         if dist.world().main:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -31,7 +31,7 @@ from .data import (
     resolve_classes,
 )
 from .errors import UserError
-from .io import atomic_write, environment, finite, load_weights, read_state_dict, save_checkpoint
+from .io import atomic_write, environment, finite, load_weights, read_state_dict, save_checkpoint, setup_of
 from .methods import UnlearnTask, method_task, resolve_methods
 from .methods._train import fit, recipe_from
 from .metrics.cost import CostMeter
@@ -202,15 +202,15 @@ def run(
     if not dist.world().main:
         log = lambda *a, **k: None  # one voice: rank 0
     data, splits = prepare(cfg, ctx.device)  # bad data settings fail here, before anything is written
-    setup = {**cache.execution(ctx), "device_name": environment(ctx.device, ctx.meter.kind)["device_name"]}
-    store = Progress(out, C.to_dict(cfg), force, setup) if out is not None else None
+    env = environment(ctx.device, ctx.meter.kind)
+    store = Progress(out, C.to_dict(cfg), force, setup_of(env)) if out is not None else None
     runs = []
     for seed in cfg.seeds or [cfg.seed]:
         seed_cfg = dataclasses.replace(cfg, seed=seed)
         runs += run_seed(seed_cfg, data, splits, dataclasses.replace(ctx, seed=seed), out, log, store)
     results = {
         "config": C.to_dict(cfg),
-        "environment": environment(ctx.device, ctx.meter.kind),
+        "environment": env,
         "data": {"classes": data.classes, "forget_classes": splits.forget_classes, "sizes": _sizes(splits)},
         "runs": runs,
     }

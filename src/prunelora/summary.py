@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
-from .io import atomic_write
+from .io import atomic_write, setup_of
 from .report import mean_std
 
 TABLE_KEYS = ("UA", "MIA", "RA", "TA", "probe", "relearn_TA", "attack", "JS_forget", "time_s", "peak_memory_mb")
@@ -48,8 +48,8 @@ def load_runs(dirs: list[str | Path]) -> dict:
 
 def _setup(env: dict) -> str:
     """Where a run's times and memory come from: device, its name, threads and processes."""
-    return (f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('threads', '?')} threads, "
-            f"{env.get('world_size', 1)} process(es)")
+    s = setup_of(env)
+    return f"{s['device']} ({s['device_name']}), {s['threads']} threads, {s['processes']} process(es)"
 
 
 def setups_note(results: dict) -> str | None:
