@@ -105,6 +105,62 @@ def test_merged_model_matches_adapted_model(build):
     assert (out - base).abs().max() > 1e-3  # the adapters changed the function
 
 
+def test_head_adapter_freezes_head_weight_and_bias():
+    """LoRA on the head with nothing trained in full (ViT `authors_code`): only the head's A and B train and get
+    gradients; merged, the head weight moved and its bias did not."""
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="vit-tiny", width=16, depth=2, heads=2), num_classes=5, in_chans=1, image_size=8)
+    layers = select_layers(model, "vit", "authors_code", "lora", depth=2)
+    weight, bias = model.head.weight.detach().clone(), model.head.bias.detach().clone()
+    wrapped = add_lora(model, "^(?:head)$", r=4, alpha=8, dropout=0.1, train_modules=[], seed=0)
+    adapter = ["base_model.model.head.lora_A.default.weight", "base_model.model.head.lora_B.default.weight"]
+    assert layers == [HEAD] and [n for n, p in wrapped.named_parameters() if p.requires_grad] == adapter
+    opt = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=0.1)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 5, (8,))
+    wrapped.train()
+    for _ in range(2):  # lora_B starts at zero: lora_A gets a gradient from the second step on
+        opt.zero_grad()
+        nn.functional.cross_entropy(wrapped(x), y).backward()
+        opt.step()
+    assert sorted(n for n, p in wrapped.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0) == adapter
+    merged = merge_lora(wrapped)
+    assert (merged.head.weight - weight).abs().max() > 1e-3
+    torch.testing.assert_close(merged.head.bias.detach(), bias, rtol=0, atol=0)
+
+
+def test_adapter_on_multihead_attention_out_proj_is_never_called():
+    """The authors' ViT bug, documented: peft wraps nn.MultiheadAttention.out_proj, but the attention reads
+    out_proj.weight directly, so the adapter changes no output and gets no gradient."""
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+    torch.manual_seed(0)
+    wrapped = add_lora(Attn(), "^(?:attn.out_proj)$", r=2, alpha=4, dropout=0.0, train_modules=[HEAD], seed=0)
+    with torch.no_grad():  # a non-zero adapter: were it called, the output would change
+        for name, p in wrapped.named_parameters():
+            if ".lora_" in name:
+                p.normal_()
+    x = torch.randn(2, 4, 8)
+    wrapped.eval()
+    with torch.no_grad():
+        adapted = wrapped(x)
+        with wrapped.disable_adapter():
+            base = wrapped(x)
+    torch.testing.assert_close(adapted, base, rtol=0, atol=0)
+    wrapped.train()
+    wrapped(x).sum().backward()
+    grads = {n: p.grad for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert [n for n, g in grads.items() if ".lora_" in n and g is not None] == []
+    assert all(grads[n] is not None for n in grads if "modules_to_save" in n)  # the head does train
+
+
 def test_lora_dropout_is_fast_dropout_with_per_layer_seed():
     model, layers = _resnet_lora(dropout=0.1)
     drops = [m for m in model.modules() if isinstance(m, FastDropout)]

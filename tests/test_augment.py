@@ -45,3 +45,14 @@ def test_none_is_identity_and_kinds_are_deterministic():
 def test_data_sets_choose_their_augmentation_and_config_overrides():
     assert load_dataset(DataConfig()).augment == "none"  # digits are not mirrored or shifted
     assert load_dataset(DataConfig(augment="crop")).augment == "crop"
+
+
+def test_flip_kind_mirrors_without_shifting():
+    """`flip` (the authors' ViT recipe): exactly random_flip with the same draws, no crop."""
+    x = _batch(1000)
+    out = augment(x, "flip", torch.Generator().manual_seed(0))
+    assert torch.equal(out, random_flip(x, torch.Generator().manual_seed(0)))
+    mirrored = torch.tensor([torch.equal(o, s.flip(2)) and not torch.equal(o, s) for o, s in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, s) for o, s in zip(out, x)])
+    assert (mirrored | kept).all() and 400 < mirrored.sum() < 600
+    assert load_dataset(DataConfig(augment="flip")).augment == "flip"

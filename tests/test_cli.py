@@ -22,7 +22,7 @@ from prunelora.metrics.evaluate import predict
 from prunelora.models import create_model
 from prunelora.runner import prepare
 
-QUALITY = ("UA", "RA", "TA", "MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss", "forget_TA")
+QUALITY = ("UA", "RA", "TA", "MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss_balanced", "MIA_loss_authors", "forget_TA")
 
 
 @pytest.fixture(scope="module")

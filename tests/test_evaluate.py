@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from prunelora.metrics.evaluate import accuracy, avg_gap, evaluate, predict
+from prunelora.metrics import mia
+from prunelora.metrics.evaluate import accuracy, avg_gap, evaluate, predict, quality
 
 
 def test_accuracy():
@@ -48,8 +49,9 @@ def test_evaluate_constant_model(tiny_data, cpu_ctx):
     assert metrics["forget_TA"] == 0.0
     assert metrics["RA"] == pytest.approx(100.0 * (y_train[splits.retain] == 0).float().mean().item())
     assert metrics["TA"] == pytest.approx(100.0 * (y_test[splits.test_retain] == 0).float().mean().item())
-    assert {"MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss"} <= set(metrics)
-    for key in ("MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss"):
+    keys = ("MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss_balanced", "MIA_loss_authors")
+    assert set(keys) <= set(metrics) and "MIA_loss" not in metrics
+    for key in keys:
         assert 0.0 <= metrics[key] <= 100.0
 
 
@@ -69,3 +71,32 @@ def test_predict_uses_eval_mode_and_any_batch_size(tiny_data, cpu_ctx):
     assert a.shape == (len(data.x_test), 10) and a.dtype == np.float32
     np.testing.assert_allclose(a, b, atol=1e-6)  # eval mode: dropout is off, batching does not matter
     assert not model.training
+
+
+def test_quality_reports_the_authors_mia_on_their_draw(tiny_data, monkeypatch):
+    """MIA_loss_authors: the logits' cross-entropy of their draw of retain samples (members) against the
+    retain-class test samples (non-members, all of them here: fewer than 5,000), unbalanced."""
+    data, splits = tiny_data
+    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+    f, r, tr = splits.forget.numpy(), splits.retain.numpy(), splits.test_retain.numpy()
+    train_logits = np.zeros((len(y_train), 10), dtype=np.float32)
+    test_logits = np.zeros((len(y_test), 10), dtype=np.float32)
+    train_logits[r, y_train[r]] = 5.0  # members: loss ln(e^5 + 9) - 5 = 0.06
+    test_logits[tr, y_test[tr]] = -5.0  # non-members: loss ln(e^-5 + 9) + 5 = 7.20
+    high = f[len(f) // 3:]  # two thirds of the forget samples look like non-members
+    train_logits[f, y_train[f]] = 5.0
+    train_logits[high, y_train[high]] = -5.0
+    seen = {}
+    real = mia.authors_efficacy
+
+    def spy(member, nonmember, target):
+        seen.update(member=member, nonmember=nonmember, target=target)
+        return real(member, nonmember, target)
+
+    monkeypatch.setattr(mia, "authors_efficacy", spy)
+    metrics = quality(train_logits, test_logits, data, splits, seed=0)
+    assert metrics["MIA_loss_authors"] == pytest.approx(100.0 * len(high) / len(f))
+    assert len(seen["member"]) == min(len(r), 1000) and len(seen["nonmember"]) == len(tr)  # not balanced
+    np.testing.assert_allclose(seen["member"], math.log(math.exp(5) + 9) - 5, rtol=1e-6)
+    np.testing.assert_allclose(seen["nonmember"], math.log(math.exp(-5) + 9) + 5, rtol=1e-6)
+    assert len(seen["target"]) == len(f)

@@ -75,11 +75,13 @@ def test_prunelora_reports_pruning(unlearn_task, trained_original, cpu_ctx):
     assert record["pruned_rows"] == total == sum(len(r) for r in pruned.values())
     still, _ = count_zero_rows(model, pruned)
     assert record["pruned_rows_still_zero"] == still
-    # the stem is pruned but neither adapted nor trained, so its pruned rows stay zero
-    stem_zero = [i for i in range(model.conv1.out_channels) if not model.conv1.weight[i].any()]
-    assert pruned["conv1"] == stem_zero
-    assert len(pruned["conv1"]) <= still <= total
-    assert record["lora_layers"] == len(convs) - 1
+    # the stem and the shortcut convs are pruned but neither adapted nor trained, so their pruned rows stay zero
+    frozen = [n for n in convs if n == "conv1" or n.endswith("shortcut.0")]
+    modules = dict(model.named_modules())
+    for name in frozen:
+        assert pruned[name] == [i for i in range(modules[name].out_channels) if not modules[name].weight[i].any()], name
+    assert sum(len(pruned[n]) for n in frozen) <= still <= total
+    assert record["lora_layers"] == len(convs) - len(frozen) == 16  # ResNet-18: 8 blocks x 2 convs (the authors')
     assert 0 < record["trainable_params"] < trainable_parameters(trained_original)
     assert "forget_head_rows_pruned" not in record  # the ResNet's head is not pruned
     assert len(record["history"]) == 1
@@ -115,6 +117,44 @@ def test_prunelora_on_vit_prunes_the_head(tiny_overrides):
     assert record["forget_head_rows_pruned"] == sorted(set(pruned[HEAD]) & {3})
     with torch.no_grad():
         assert model(data.normalise(data.x_test[:2])).shape == (2, 10)
+
+
+def test_prunelora_authors_code_trains_only_a_head_adapter(tiny_overrides, monkeypatch):
+    """lora.targets=authors_code (what the authors' ViT code trained): LoRA on the pruned head alone, the head's
+    weight and bias frozen; merged, only the head weight differs from the pruned model."""
+    from prunelora.methods import prunelora as prunelora_module
+
+    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
+    cfg = resolve_config(load_config(overrides=overrides + [
+        "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2", "lora.targets=authors_code"]))
+    data, splits = prepare(cfg)
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    original, _ = train_original(cfg, data, ctx)
+    task = UnlearnTask(data, splits, cfg)
+    seen = {}
+    real_fit = prunelora_module.fit
+
+    def spy(model, *args, **kwargs):  # what trained, and what got a gradient in the last step
+        history = real_fit(model, *args, **kwargs)
+        seen["trainable"] = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+        seen["grads"] = {n: p.grad.abs().sum().item() for n, p in model.named_parameters() if p.grad is not None}
+        return history
+
+    monkeypatch.setattr(prunelora_module, "fit", spy)
+    model, record = unlearn_one("prunelora", original, task, ctx)
+    adapter = ["base_model.model.head.lora_A.default.weight", "base_model.model.head.lora_B.default.weight"]
+    assert seen["trainable"] == adapter and sorted(seen["grads"]) == adapter
+    assert all(g > 0 for g in seen["grads"].values())
+    # r = 16: A is 16 x 16 (width 16), B is 10 x 16 (10 classes)
+    assert record["lora_layers"] == 1 and record["trainable_params"] == 16 * 16 + 10 * 16
+    assert record["pruned_layers"] == 2 and record["pruned_rows"] == 8 + 5
+    reference = copy.deepcopy(original)
+    prune_l2_structured(reference, task.layers(reference, "prune"), cfg.pruning.amount)
+    after, pruned = _state(model), _state(reference)
+    assert not torch.equal(after["head.weight"], pruned["head.weight"])  # the merged adapter
+    torch.testing.assert_close(after["head.bias"], original.head.bias.detach(), rtol=0, atol=0)
+    _assert_same_state({k: v for k, v in after.items() if k != "head.weight"},
+                       {k: v for k, v in pruned.items() if k != "head.weight"})
 
 
 # ---------------------------------------------------------------- batches and BatchNorm

@@ -110,9 +110,9 @@ def test_mia_efficacy_uses_each_feature_with_its_classifier():
     target = {"confidence": np.full(4, 0.05), "entropy": np.full(4, 0.95),
               "m_entropy": np.full(4, 0.05), "loss": np.full(4, 0.95)}
     assert mia.mia_efficacy(member, nonmember, target) == {
-        "MIA": 100.0, "MIA_entropy": 0.0, "MIA_m_entropy": 100.0, "MIA_loss": 0.0,
+        "MIA": 100.0, "MIA_entropy": 0.0, "MIA_m_entropy": 100.0, "MIA_loss_balanced": 0.0,
     }
-    assert mia.ATTACKS["MIA"] == ("confidence", "svc") and mia.ATTACKS["MIA_loss"] == ("loss", "logreg")
+    assert mia.ATTACKS["MIA"] == ("confidence", "svc") and mia.ATTACKS["MIA_loss_balanced"] == ("loss", "logreg")
 
 
 def test_balanced_equal_sizes_subset_and_seeded():
@@ -135,3 +135,65 @@ def test_balanced_leaves_equal_sets_unchanged():
     a, b = mia.balanced(np.arange(10), np.arange(10, 20), seed=0)
     np.testing.assert_array_equal(a, np.arange(10))
     np.testing.assert_array_equal(b, np.arange(10, 20))
+
+
+# ---------------------------------------------------------------- the PruneLoRA authors' variant
+
+
+def test_cross_entropy_of_logits_by_hand():
+    # logits [0, ln 3]: label 0 -> ln(1 + 3) - 0 = ln 4; label 1 -> ln 4 - ln 3 = ln(4/3)
+    logits = np.array([[0.0, math.log(3.0)], [0.0, math.log(3.0)], [1000.0, 0.0]], dtype=np.float32)
+    loss = mia.cross_entropy(logits, np.array([0, 1, 1]))
+    np.testing.assert_allclose(loss, [math.log(4.0), math.log(4.0 / 3.0), 1000.0], rtol=1e-6)
+    assert loss.dtype == np.float64  # not clamped: a certainly wrong prediction costs its full 1000 nats
+
+
+def test_authors_attack_on_separable_losses():
+    # members lose little, non-members a lot: two forget samples look like non-members, two like members
+    members, nonmembers = np.linspace(0.0, 0.1, 30), np.linspace(2.0, 2.1, 10)
+    targets = np.array([0.05, 2.05, 2.0, 0.0])
+    assert mia.authors_efficacy(members, nonmembers, targets) == 50.0
+    assert mia.authors_efficacy(members, nonmembers, np.array([3.0, 2.5])) == 100.0
+
+
+# Loss values 0, 1, 2, 3 with (members, non-members) = (400, 100), (200, 100), (100, 100), (50, 100): the
+# non-member odds 1/4, 1/2, 1, 2 are exactly linear in log scale, (loss - 2) ln 2, so logistic regression fits
+# that line (the L2 penalty moves it by ~0.003 with 1,150 samples) and calls losses above 2 non-members.
+# Class weights n / (2 n_class) (the balanced variant) multiply the odds by 750 / 400: the boundary moves to
+# 2 - ln(1.875) / ln 2 = 1.093, and the target at 1.5 becomes a non-member too.
+IMBALANCED_MEMBERS = np.repeat([0.0, 1.0, 2.0, 3.0], [400, 200, 100, 50])
+IMBALANCED_NONMEMBERS = np.repeat([0.0, 1.0, 2.0, 3.0], [100, 100, 100, 100])
+IMBALANCED_TARGETS = np.array([0.5, 1.5, 2.5, 3.5])
+
+
+def test_authors_attack_uses_no_class_weights():
+    assert mia.authors_efficacy(IMBALANCED_MEMBERS, IMBALANCED_NONMEMBERS, IMBALANCED_TARGETS) == 50.0
+    balanced = mia.attack_efficacy(IMBALANCED_MEMBERS, IMBALANCED_NONMEMBERS, IMBALANCED_TARGETS, "logreg")
+    assert balanced == 75.0
+    # 750 members and 750 non-members, odds 1/8, 1/2, 2, 8: log-odds 2 ln 2 (loss - 1.5), boundary 1.5 for both
+    # (the class weights are then all 1)
+    members = np.repeat([0.0, 1.0, 2.0, 3.0], [400, 200, 100, 50])
+    nonmembers = np.repeat([0.0, 1.0, 2.0, 3.0], [50, 100, 200, 400])
+    targets = np.array([0.5, 1.2, 1.8, 2.5, 3.5])
+    assert mia.authors_efficacy(members, nonmembers, targets) == 60.0
+    assert mia.attack_efficacy(members, nonmembers, targets, "logreg") == 60.0
+
+
+def test_authors_subsets_take_their_slices():
+    # CIFAR-10 with one class forgotten: 45,000 retain samples -> 9,000; 9,000 test samples -> 5,000
+    members, nonmembers = mia.authors_subsets(np.arange(45_000), np.arange(50_000, 59_000), seed=0)
+    assert len(members) == 9_000 and len(nonmembers) == 5_000
+    assert len(set(members)) == 9_000 and set(nonmembers) <= set(range(50_000, 59_000))
+    perm = np.random.default_rng(0).permutation(np.arange(45_000))
+    expected = np.concatenate([perm[5000 * k: 5000 * k + 1000] for k in range(9)])
+    np.testing.assert_array_equal(members, np.sort(expected))
+    again = mia.authors_subsets(np.arange(45_000), np.arange(50_000, 59_000), seed=0)
+    np.testing.assert_array_equal(members, again[0])
+    assert not np.array_equal(members, mia.authors_subsets(np.arange(45_000), np.arange(10), seed=1)[0])
+    # two classes forgotten (40,000: the last slice is empty) and a small data set (everything fits)
+    assert len(mia.authors_subsets(np.arange(40_000), np.arange(8_000), seed=0)[0]) == 8_000
+    small = mia.authors_subsets(np.arange(700), np.arange(300), seed=0)
+    np.testing.assert_array_equal(small[0], np.arange(700))
+    np.testing.assert_array_equal(small[1], np.arange(300))
+    # 1,293 retain samples: only the first slice, 1,000 of them
+    assert len(mia.authors_subsets(np.arange(1_293), np.arange(300), seed=0)[0]) == 1_000

@@ -67,10 +67,14 @@ def test_resnet_paper_selection(name):
     lora = select_layers(model, "resnet", "paper", "lora")
     assert prune == convs  # every Conv2d, the stem included
     assert "conv1" in prune and any(n.endswith("shortcut.0") for n in prune)
-    assert lora == [n for n in convs if n != "conv1"]  # the convs inside the blocks
-    assert all(n.startswith("layer") for n in lora)
+    # the authors' regex .*\.(conv1|conv2|conv3|fc): the convs inside the blocks, neither stem nor shortcuts
+    assert lora == [n for n in convs if n != "conv1" and not n.endswith("shortcut.0")]
+    assert all(n.startswith("layer") and ".conv" in n for n in lora)
     assert HEAD not in prune and HEAD not in lora
-    assert select_layers(model, "resnet", "blocks", "prune") == lora
+    with_shortcuts = select_layers(model, "resnet", "paper_shortcuts", "lora")
+    assert with_shortcuts == [n for n in convs if n != "conv1"]
+    assert select_layers(model, "resnet", "paper_shortcuts", "prune") == prune
+    assert select_layers(model, "resnet", "blocks", "prune") == with_shortcuts
 
 
 def test_vit_paper_selection():
@@ -78,6 +82,9 @@ def test_vit_paper_selection():
     assert select_layers(model, "vit", "paper", "prune", depth=3) == ["blocks.2.attn.proj", HEAD]
     assert select_layers(model, "vit", "paper", "lora", depth=3) == ["blocks.2.attn.proj"]
     assert select_layers(model, "vit", "no_head", "prune", depth=3) == ["blocks.2.attn.proj"]
+    # the authors' code: the same pruning, LoRA on the head alone
+    assert select_layers(model, "vit", "authors_code", "prune", depth=3) == ["blocks.2.attn.proj", HEAD]
+    assert select_layers(model, "vit", "authors_code", "lora", depth=3) == [HEAD]
     all_linears = select_layers(model, "vit", "all", "lora", depth=3)
     assert len(all_linears) == 3 * 4 and "blocks.0.attn.qkv" in all_linears and "blocks.1.mlp.fc2" in all_linears
 

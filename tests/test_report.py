@@ -82,3 +82,18 @@ def test_report_refuses_what_does_not_merge(two_runs, tmp_path):
     (other / "results.json").write_text(json.dumps(results))
     with pytest.raises(UserError, match="other forget settings"):
         load_runs([two_runs / "s0", other])
+
+
+def test_mia_table_names_both_loss_attacks():
+    from prunelora.report import mia_table
+
+    metrics = {"MIA": 99.0, "MIA_entropy": 98.0, "MIA_m_entropy": 97.0, "MIA_loss_balanced": 96.0,
+               "MIA_loss_authors": 12.5}
+    older = {k: v for k, v in metrics.items() if k != "MIA_loss_authors"}  # a run from before the variant
+    table = mia_table({"runs": [{"method": "a", "seed": 0, "metrics": metrics},
+                                {"method": "b", "seed": 0, "metrics": older}]})
+    header = table.splitlines()[0]
+    assert "loss (log. reg., balanced)" in header and "loss (log. reg., authors' code: unbalanced)" in header
+    assert header.index("balanced)") < header.index("authors'")
+    assert "| a | 99.00 | 98.00 | 97.00 | 96.00 | 12.50 |" in table
+    assert "| b | 99.00 | 98.00 | 97.00 | 96.00 | - |" in table

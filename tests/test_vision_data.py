@@ -186,13 +186,13 @@ def test_run_end_to_end_on_an_image_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "config, shrink",
+    "config, shrink, augment",
     [
-        ("cifar10_resnet50.yaml", ["model.width=4"]),
-        ("cifar10_vit.yaml", ["model.width=16", "model.depth=2", "model.heads=2"]),
+        ("cifar10_resnet50.yaml", ["model.width=4"], "crop_flip"),
+        ("cifar10_vit.yaml", ["model.width=16", "model.depth=2", "model.heads=2"], "flip"),
     ],
 )
-def test_paper_configs_run_on_cifar_files(tmp_path, capsys, config, shrink):
+def test_paper_configs_run_on_cifar_files(tmp_path, capsys, config, shrink, augment):
     """The paper's configs, shrunk to a tiny model, run end to end on CIFAR-format files."""
     from pathlib import Path
 
@@ -204,4 +204,8 @@ def test_paper_configs_run_on_cifar_files(tmp_path, capsys, config, shrink):
             "methods=retrain,prunelora", *shrink]
     assert main(argv) == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["data"]["augment"] == "crop_flip" and results["data"]["forget_classes"] == [3]
+    assert results["config"]["data"]["augment"] == augment and results["data"]["forget_classes"] == [3]
+    if config == "cifar10_vit.yaml":  # the authors' recipe, and LoRA on the head alone: r 16 x (width 16 + 10 rows)
+        assert (results["config"]["train"]["mixup"], results["config"]["train"]["decay"]) == (0.2, "weights")
+        info = next(r["info"] for r in results["runs"] if r["method"] == "prunelora")
+        assert info["lora_layers"] == 1 and info["trainable_params"] == 16 * (16 + 10)

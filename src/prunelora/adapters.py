@@ -135,9 +135,11 @@ class DropoutConv2d(nn.Conv2d):
 def add_lora(
     model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float, train_modules: list[str], seed: int
 ) -> PeftModel:
-    """Wrap `targets` with LoRA adapters; only the adapters and `train_modules` (e.g. the head) train."""
+    """Wrap `targets` with LoRA adapters; only the adapters and `train_modules` (e.g. the head) train. Every
+    other parameter is frozen, the biases of the adapted layers too (peft's bias="none")."""
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=train_modules
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=train_modules or None,
+        bias="none",
     )
     peft_model = get_peft_model(model, config)
     for i, layer in enumerate(m for m in peft_model.modules() if isinstance(m, LoraLayer)):

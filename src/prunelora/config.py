@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import yaml
 from .errors import UserError
 
 BN_MODES = ("recalibrate", "train", "frozen", "refit")  # BatchNorm during unlearning, see UnlearnConfig.bn
+DECAY_MODES = ("all", "weights")  # which parameters weight decay applies to, see TrainConfig.decay
 PAPER_METHODS = ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
 
 
@@ -32,12 +34,13 @@ class DataConfig:
     split_seed: int = 0  # seed of that fixed train/test split (independent of the experiment seed)
     download: bool = False  # fetch the files into data.root with torchvision's downloaders (needs internet)
     verify: bool = True  # check files against their published checksums (CIFAR, SVHN)
-    augment: str | None = None  # none | crop | crop_flip; None = the data set's (CIFAR: crop_flip, SVHN: crop)
+    augment: str | None = None  # none | crop | flip | crop_flip; None = the data set's (CIFAR: crop_flip, SVHN: crop)
 
     def __post_init__(self):
         _check(0.0 < self.test_fraction < 1.0, "data.test_fraction must be in (0, 1)")
         _check(self.image_size is None or self.image_size >= 8, "data.image_size must be at least 8 pixels")
-        _check(self.augment in (None, "none", "crop", "crop_flip"), "data.augment must be none, crop or crop_flip")
+        _check(self.augment in (None, "none", "crop", "flip", "crop_flip"),
+               f"data.augment is {self.augment!r}; it must be none, crop, flip or crop_flip")
 
 
 @dataclass
@@ -67,9 +70,18 @@ class TrainConfig:
     weight_decay: float | None = None  # None = preset's
     schedule: str = "onecycle"  # onecycle (warm-up then cosine decay, per step) | constant
     label_smoothing: float = 0.0
+    # MixUp: each sample of a shuffled batch mixed with the one before it (torchvision's MixUp), with weight
+    # lambda ~ Beta(mixup, mixup) drawn per batch, and so its loss; 0 = off
+    mixup: float = 0.0
+    # which parameters weight decay applies to. all | weights: only those with ndim >= 2 that are not position
+    # embeddings or class/register tokens (biases and norm parameters undecayed, as the authors' ViT recipe)
+    decay: str = "all"
 
     def __post_init__(self):
         _check_recipe("train", self)
+        _check(math.isfinite(self.mixup) and self.mixup >= 0,
+               f"train.mixup is {self.mixup}; it must be a finite number >= 0 (0 = off)")
+        _check(self.decay in DECAY_MODES, f"train.decay is {self.decay!r}; it must be one of {', '.join(DECAY_MODES)}")
 
 
 @dataclass
@@ -88,6 +100,9 @@ class UnlearnConfig:
     # as updated during training; frozen: BatchNorm kept in eval mode (statistics of the original model);
     # refit: statistics recomputed over the retain set before training, then BatchNorm kept in eval mode.
     bn: str = "recalibrate"
+    # augment unlearning batches with the data set's augmentation; off as in the authors' unlearning loaders
+    # (ToTensor + Normalize only). The original and retrain always use it (their recipe is `train`'s)
+    augment: bool = False
 
     def __post_init__(self):
         _check_recipe("unlearn", self)
@@ -126,7 +141,8 @@ class LoraConfigSection:
 
 @dataclass
 class ForgetConfig:
-    """The deletion request: one of classes, fraction, indices or sequence (none set = classes [3])."""
+    """The deletion request: one of classes, fraction, indices or sequence (none set = the data set's default
+    class: cat for animal-mnist, class 3 elsewhere)."""
 
     classes: list[int | str] | None = None  # classes to forget (index or name)
     fraction: float | None = None  # forget this share of the train samples, drawn at random across classes

@@ -23,6 +23,7 @@ from .data import (
     DATASETS,
     ImageData,
     Splits,
+    default_forget,
     load_dataset,
     make_sample_splits,
     make_splits,
@@ -33,7 +34,7 @@ from .data import (
 from .errors import UserError
 from .io import atomic_write, environment, finite, load_weights, read_state_dict, save_checkpoint, setup_of
 from .methods import UnlearnTask, method_task, resolve_methods
-from .methods._train import fit, recipe_from
+from .methods._train import fit, recalibrate_bn, recipe_from
 from .metrics.cost import CostMeter
 from .metrics.evaluate import accuracy, avg_gap, outputs, predict, quality
 from .metrics.evidence import EVIDENCE, EvidenceInput
@@ -47,8 +48,8 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     spec = get_spec(cfg.model.name)
     DATASETS.get(cfg.data.name)
     resolve_methods(cfg)
-    if cfg.forget.kind == "classes" and cfg.forget.classes is None:
-        cfg.forget.classes = [3]
+    if cfg.forget.kind == "classes" and cfg.forget.classes is None and cfg.forget.sequence is None:
+        cfg.forget.classes = default_forget(cfg.data.name)
     for name in cfg.eval.evidence:
         EVIDENCE.get(name)
     t, r = cfg.train, spec.recipe
@@ -78,7 +79,7 @@ def make_request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
         return make_sample_splits(data.y_train, data.y_test, read_indices(forget.indices, n))
     if forget.sequence is not None:  # the classes of every request together
         return make_splits(data.y_train, data.y_test, resolve_classes([c for request in forget.sequence for c in request], data.classes))
-    return make_splits(data.y_train, data.y_test, resolve_classes(forget.classes or [3], data.classes))
+    return make_splits(data.y_train, data.y_test, resolve_classes(forget.classes, data.classes))
 
 
 def model_facts(data: ImageData, channels_removed: bool = False) -> dict:
@@ -130,7 +131,8 @@ def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context)
     """Run one method (or variant) on a copy of `original`; returns the unlearned model and its cost record.
     A variant is seeded like its base method, so that it differs from it only by its settings."""
     spec, task = method_task(task, name)
-    monitor = learning_curve(task, ctx) if task.config.eval.curves else None
+    bn = (task.train_recipe() if spec.uses == ("train",) else task.unlearn_recipe()).bn  # as its fit() finishes
+    monitor = learning_curve(task, bn, ctx) if task.config.eval.curves else None
     ctx = dataclasses.replace(ctx, seed=method_seed(task.config.seed, spec.name), meter=CostMeter(ctx.device), monitor=monitor)
     seed_everything(ctx.seed)
     model = copy.deepcopy(original)
@@ -141,18 +143,24 @@ def unlearn_one(name: str, original: nn.Module, task: UnlearnTask, ctx: Context)
     return out.model.eval(), record
 
 
-def learning_curve(task: UnlearnTask, ctx: Context, retain_samples: int = 512):
-    """A monitor for `fit`: accuracy (%) on the forget set and on a fixed sample of the retain set, in eval mode,
-    after each epoch. It draws no random numbers, so the method's results do not change."""
-    data, splits = task.data, task.splits
-    pick = torch.randperm(len(splits.retain), generator=torch.Generator().manual_seed(0))[:retain_samples]
-    retain = splits.retain[pick.sort().values]
-    forget_x, retain_x = data.x_train[splits.forget.to(data.x_train.device)], data.x_train[retain.to(data.x_train.device)]
-    forget_y, retain_y = data.y_train[splits.forget].cpu().numpy(), data.y_train[retain].cpu().numpy()
+def learning_curve(task: UnlearnTask, bn: str, ctx: Context):
+    """A monitor for `fit`: accuracy (%) on the forget set (100 - UA) and on the retain set (RA) after each epoch,
+    measured as the final metrics are: on a copy of the model with LoRA merged and, under bn=recalibrate,
+    BatchNorm statistics recomputed over the retain set, from logits of the whole train set at the evaluation
+    batch size. The last point is therefore the table's value. It draws no random numbers, so the method's
+    results do not change; its time is left out of the method's."""
+    data, splits, batch_size = task.data, task.splits, task.config.eval.batch_size
+    labels = data.y_train.cpu().numpy()
+    forget, retain = splits.forget.numpy(), splits.retain.numpy()
 
     def monitor(model: nn.Module) -> dict:
-        return {"forget_acc": accuracy(predict(model, data, forget_x, ctx), forget_y),
-                "retain_acc": accuracy(predict(model, data, retain_x, ctx), retain_y)}
+        final = copy.deepcopy(model)
+        if bn == "recalibrate":
+            recalibrate_bn(final, data, splits.retain, ctx)
+        if hasattr(final, "merge_and_unload"):  # a peft model: merged after training, as the method does
+            final = final.merge_and_unload()
+        logits = predict(final, data, data.x_train, ctx, batch_size)
+        return {"forget_acc": accuracy(logits[forget], labels[forget]), "retain_acc": accuracy(logits[retain], labels[retain])}
 
     return monitor
 

@@ -1,7 +1,7 @@
 """Batched augmentation on uint8 image tensors, on whatever device the batch lives (no per-sample Python).
 
 `crop`: random crop of the original size from the image padded by `pad` pixels of zeros on each side
-(torchvision's RandomCrop(size, padding=4)); `flip`: horizontal flip with probability 1/2.
+(torchvision's RandomCrop(size, padding=4)); `flip`: horizontal flip with probability 1/2; `crop_flip`: both.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "crop", "crop_flip")
+AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")
 
 
 def random_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -30,8 +30,9 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Apply augmentation `kind` (none | crop | crop_flip) to a batch (N, C, H, W)."""
+    """Apply augmentation `kind` (none | crop | flip | crop_flip) to a batch (N, C, H, W)."""
     if kind == "none":
         return x
-    x = random_crop(x, generator)
-    return random_flip(x, generator) if kind == "crop_flip" else x
+    if kind in ("crop", "crop_flip"):
+        x = random_crop(x, generator)
+    return random_flip(x, generator) if kind in ("flip", "crop_flip") else x

@@ -34,7 +34,7 @@ class ImageData:
     classes: list[str]
     mean: tuple[float, ...]  # per channel, in [0, 1] units
     std: tuple[float, ...]
-    augment: str = "none"  # training augmentation: none | crop | crop_flip (see data/augment.py)
+    augment: str = "none"  # training augmentation: none | crop | flip | crop_flip (see data/augment.py)
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +61,13 @@ class ImageData:
 
 
 DATASETS: Registry = Registry("data set")
+# the class a request forgets when forget.* is not set: one the original confuses with others, as CIFAR-10's cat
+# with dog in the paper (animal-mnist: cat with dog and horse); class 3 elsewhere (CIFAR-10's cat)
+DEFAULT_FORGET = {"animal-mnist": ["cat"]}
+
+
+def default_forget(name: str) -> list[int | str]:
+    return list(DEFAULT_FORGET.get(name, [3]))
 
 
 def load_dataset(config) -> ImageData:

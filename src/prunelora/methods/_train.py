@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -15,6 +17,7 @@ from .. import dist
 from ..context import Context
 from ..data import ImageData
 from ..data.augment import augment
+from ._losses import mixup, mixup_cross_entropy
 
 
 @dataclass
@@ -29,22 +32,52 @@ class Recipe:
     schedule: str = "constant"  # constant | onecycle
     label_smoothing: float = 0.0
     bn: str = "train"  # train | frozen | recalibrate | refit (see UnlearnConfig.bn)
+    augment: bool = True  # the data set's training augmentation (unlearning: unlearn.augment, off by default)
+    mixup: float = 0.0  # MixUp's Beta(alpha, alpha) parameter; 0 = off (train.mixup; unlearning has none)
+    decay: str = "all"  # which parameters weight decay applies to: all | weights (see TrainConfig.decay)
 
 
 def recipe_from(section) -> Recipe:
     """The Recipe of a resolved TrainConfig or UnlearnConfig."""
     return Recipe(
         section.epochs, section.batch_size, section.optimizer, section.lr, section.weight_decay,
-        section.schedule, section.label_smoothing, getattr(section, "bn", "train"),
+        section.schedule, section.label_smoothing, getattr(section, "bn", "train"), getattr(section, "augment", True),
+        mixup=getattr(section, "mixup", 0.0), decay=getattr(section, "decay", "all"),
     )
 
 
-def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+# position embeddings and class / distillation / register tokens (timm's no_weight_decay names, Swin's
+# relative position tables): never decayed under decay=weights, whatever their shape
+_NO_DECAY = re.compile(r"pos_embed|position|(cls|dist|reg)_token")
+
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """Whether decay=weights decays this parameter: a weight matrix / kernel (ndim >= 2), not an embedding of
+    positions or a token. Biases and norm scales (ndim 1) are not decayed."""
+    return param.ndim >= 2 and not _NO_DECAY.search(name.rsplit(".", 1)[-1])
+
+
+def param_groups(named_params, recipe: Recipe) -> list[dict]:
+    """Optimizer parameter groups of (name, parameter) pairs: one group at recipe.weight_decay (decay=all), or
+    the weights at recipe.weight_decay and the rest at 0 (decay=weights); empty groups left out."""
+    named = list(named_params)
+    if recipe.decay == "all":
+        return [{"params": [p for _, p in named], "weight_decay": recipe.weight_decay}]
+    groups = [
+        {"params": [p for n, p in named if decays(n, p)], "weight_decay": recipe.weight_decay},
+        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(named_params, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over (name, parameter) pairs, weight decay per `param_groups`."""
+    groups = param_groups(named_params, recipe)
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.Adam(groups, lr=recipe.lr)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
@@ -115,9 +148,10 @@ def recalibrate_bn(model: nn.Module, data: ImageData, index: torch.Tensor, ctx: 
         return
     was_training = model.training
     momenta = [m.momentum for m in bns]
+    model.eval()  # the network as evaluated (adapter dropout off): only BatchNorm collects statistics
     for m in bns:
         m.reset_running_stats()
-    model.train()
+        m.train()
     seen = 0
     for idx in batches(len(index), batch_size, None):
         seen += len(idx)
@@ -177,17 +211,21 @@ class _Loop:
 
     def __init__(self, model, data, recipe, ctx, labels, objective, optimizer):
         self.model, self.data, self.recipe, self.ctx = model, data, recipe, ctx
-        self.optimizer = optimizer or make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
+        self.optimizer = optimizer or make_optimizer([(n, p) for n, p in model.named_parameters() if p.requires_grad], recipe)
         self.world = w = dist.world()
         self.generator = torch.Generator().manual_seed(ctx.seed)  # the same on every rank: the same global batches
         # augmentation draws per local sample: its own stream per rank keeps `generator` in step across ranks
         self.aug_generator = torch.Generator().manual_seed(ctx.seed * 7919 + w.rank + 1) if w.active else self.generator
         self.min_last = 2 * w.size
         self.y_all = (data.y_train if labels is None else labels).to(ctx.device)
+        if objective is not None and recipe.mixup > 0:
+            raise ValueError(f"MixUp (mixup={recipe.mixup}) mixes cross-entropy only; a custom objective needs mixup=0")
         if objective is None:
             loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
             objective = lambda logits, batch: loss_fn(logits, batch.y)
         self.objective = objective
+        # MixUp's lambda: one draw per global batch from a stream seeded by the run's seed, the same on every rank
+        self.mix_rng = np.random.default_rng([ctx.seed, 0x6D6978]) if recipe.mixup > 0 else None
         net = dist.wrap(model, ctx.device)  # DDP across processes (gradients averaged), else the model itself
         self.forward = torch.compile(net) if ctx.compile else net  # compiled graph shares the model's parameters
         self.schedule = self.pair = self.bar = None
@@ -229,22 +267,40 @@ class _Loop:
         self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}")
         return record
 
+    def mix_draw(self, n: int) -> tuple[float, torch.Tensor]:
+        """MixUp's draws for a batch of n: lambda ~ Beta(alpha, alpha) (one per global batch, the same on every
+        rank) and each sample's partner, the one before it in the shuffled batch (torchvision's MixUp, which the
+        authors used, mixes the batch with itself rolled by one: no sample is paired with itself)."""
+        lam = float(self.mix_rng.beta(self.recipe.mixup, self.recipe.mixup))
+        return lam, torch.arange(n, device=self.ctx.device).roll(1)
+
     def step(self, rows: torch.Tensor, epoch: int) -> torch.Tensor:
         """One optimizer step on train samples `rows`; returns (loss sum, correct) of the batch, on the device."""
         ctx, data = self.ctx, self.data
         rows = rows.to(data.x_train.device)
-        x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), data.augment, self.aug_generator)
-        x = ctx.prepare_input(data.normalise(x))
+        kind = data.augment if self.recipe.augment else "none"
+        x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), kind, self.aug_generator)
+        x = data.normalise(x)
         rows = rows.to(ctx.device)
         y = self.y_all[rows]
+        if self.mix_rng is not None:  # the (shuffled) batch mixed with itself, each sample with another
+            lam, perm = self.mix_draw(len(y))
+            x = mixup(x, lam, perm)
+        x = ctx.prepare_input(x)
         with ctx.meter.step():
             with ctx.autocast():  # the forward only: backward runs in the dtypes autocast chose
                 logits = self.forward(x)
-            loss = self.objective(logits.float(), Batch(x, y, rows, epoch))
+            if self.mix_rng is None:
+                loss = self.objective(logits.float(), Batch(x, y, rows, epoch))
+            else:
+                loss = mixup_cross_entropy(logits.float(), y, perm, lam, self.recipe.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         self.optimizer.step()
         ctx.meter.end_step(self.model, self.optimizer)
         if self.schedule is not None:
             self.schedule.step()
-        return torch.stack([loss.detach() * len(y), (logits.detach().argmax(1) == y).sum().float()])
+        hit = logits.detach().argmax(1) == y
+        if self.mix_rng is not None:  # a mixed sample counts lam right for y and 1 - lam for its partner's label
+            hit = lam * hit.float() + (1.0 - lam) * (logits.detach().argmax(1) == y[perm]).float()
+        return torch.stack([loss.detach() * len(y), hit.sum().float()])

@@ -6,6 +6,8 @@
    r=8, alpha=16; ViT: the last attention projection, r=16, alpha=32), dropout 0.1.
 3. Fine-tune the adapters and the whole classifier head on the retain set (Adam, lr 1e-3, 5 epochs);
    everything else is frozen. BatchNorm follows `unlearn.bn` (default: recalibrated after training).
+   When `lora.targets` selects the head itself (ViT `authors_code`: what the authors' ViT code trained),
+   the head gets an adapter instead and its weight and bias stay frozen.
 4. Merge the adapters. The merged update B @ A is dense, so it writes into the pruned rows: the merged
    model is dense again, and the report says how many pruned rows stayed zero.
 """
@@ -21,13 +23,16 @@ from ._train import fit
 
 
 def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
-    """Optionally prune, then train LoRA adapters plus the head on the retain set, then merge."""
+    """Optionally prune, then train LoRA adapters plus the head (unless it has an adapter) on the retain set, then merge."""
     cfg = task.config
     pruned = task.prune(model) if prune else {}
     head = classifier_name(model)
-    lora_layers = [name for name in task.layers(model, "lora") if name != head]
+    lora_layers = task.layers(model, "lora")
+    # a head among the LoRA layers gets an adapter like the rest (weight and bias frozen, as the authors' ViT
+    # code ran it); otherwise the whole head trains beside the adapters
+    full = [] if head in lora_layers else [head]
     pattern = "|".join(re.escape(name) for name in lora_layers)
-    wrapped = add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, [head], ctx.seed)
+    wrapped = add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, full, ctx.seed)
     info = {"lora_layers": len(lora_layers), "trainable_params": trainable_parameters(wrapped)}
     recipe = task.unlearn_recipe()
     info["history"] = fit(wrapped, task.data, task.splits.retain, recipe, ctx, desc="adapt")

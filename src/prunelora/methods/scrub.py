@@ -42,7 +42,7 @@ def scrub(model, task: UnlearnTask, ctx) -> Unlearned:
     teacher = task.original_like(model)
     for p in model.parameters():
         p.requires_grad_(True)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
+    optimizer = make_optimizer([(n, p) for n, p in model.named_parameters() if p.requires_grad], recipe)
     t2 = hp.temperature**2
 
     def kl(logits, x):

@@ -61,6 +61,10 @@ def quality(train_logits: np.ndarray, test_logits: np.ndarray, data: ImageData, 
     test_feats = mia.features(mia.softmax(test_logits), y_test)
     pick = lambda feats, idx: {k: v[idx] for k, v in feats.items()}
     metrics.update(mia.mia_efficacy(pick(train_feats, member), pick(test_feats, nonmember), pick(train_feats, f)))
+    # the authors' variant: their own (unbalanced) member / non-member draw and the loss of the raw logits
+    member, nonmember = mia.authors_subsets(r, tr, seed)
+    train_loss, test_loss = mia.cross_entropy(train_logits, y_train), mia.cross_entropy(test_logits, y_test)
+    metrics["MIA_loss_authors"] = mia.authors_efficacy(train_loss[member], test_loss[nonmember], train_loss[f])
     return metrics
 
 

@@ -8,7 +8,13 @@ Features (p = softmax probabilities, y = true label; logs use max(x, 1e-30) so p
 - confidence:  p_y                                   (the field's headline: RBF SVC on it)
 - entropy:     -sum_i p_i log p_i
 - m_entropy:   -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i)   (Song & Mittal 2021)
-- loss:        -log p_y                              (the PruneLoRA authors' variant: logistic regression)
+- loss:        -log p_y                              (logistic regression, class-weighted, balanced sets)
+
+`MIA_loss_authors` is the PruneLoRA authors' evaluate.py as it runs: the per-sample cross-entropy of the
+logits, scikit-learn's default LogisticRegression (no class weights), on their member and non-member sets
+as drawn (9,000 retain samples against 5,000 test samples on CIFAR-10; not balanced). With more members
+than non-members its threshold moves toward calling samples members: it tends to read lower than the
+balanced one.
 """
 
 from __future__ import annotations
@@ -64,11 +70,11 @@ def balanced(member_idx: np.ndarray, nonmember_idx: np.ndarray, seed: int) -> tu
     return pick(member_idx), pick(nonmember_idx)
 
 
-ATTACKS = {  # reported name -> (feature, classifier)
+ATTACKS = {  # reported name -> (feature, classifier), on the balanced member / non-member sets
     "MIA": ("confidence", "svc"),
     "MIA_entropy": ("entropy", "svc"),
     "MIA_m_entropy": ("m_entropy", "svc"),
-    "MIA_loss": ("loss", "logreg"),
+    "MIA_loss_balanced": ("loss", "logreg"),
 }
 
 
@@ -77,3 +83,36 @@ def mia_efficacy(member: dict, nonmember: dict, target: dict) -> dict[str, float
     return {
         name: attack_efficacy(member[feat], nonmember[feat], target[feat], clf) for name, (feat, clf) in ATTACKS.items()
     }
+
+
+# ---------------------------------------------------------------- the PruneLoRA authors' variant
+
+# their evaluate.py shuffles the retain set and keeps positions [5000 k, 5000 k + 1000) for k = 0..8 (9,000 of
+# CIFAR-10's 45,000), and the first 5,000 of the shuffled retain-class test samples (of 9,000)
+AUTHORS_MEMBER_SLICES = tuple((5000 * k, 5000 * k + 1000) for k in range(9))
+AUTHORS_NONMEMBERS = 5000
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample cross-entropy of logits (N, C), in nats, float64: logsumexp(z) - z_y (not clamped)."""
+    z = logits.astype(np.float64)
+    top = z.max(axis=1)
+    return top + np.log(np.exp(z - top[:, None]).sum(axis=1)) - z[np.arange(len(labels)), labels]
+
+
+def authors_subsets(member_idx: np.ndarray, nonmember_idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The member and non-member samples the authors' evaluate.py draws (seeded): their slices of the shuffled
+    members, the first AUTHORS_NONMEMBERS of the shuffled non-members; smaller sets give what the slices hold."""
+    rng = np.random.default_rng(seed)
+    members = rng.permutation(member_idx)
+    members = np.concatenate([members[a:b] for a, b in AUTHORS_MEMBER_SLICES])
+    return np.sort(members), np.sort(rng.permutation(nonmember_idx)[:AUTHORS_NONMEMBERS])
+
+
+def authors_efficacy(member_loss: np.ndarray, nonmember_loss: np.ndarray, target_loss: np.ndarray) -> float:
+    """The authors' attack on per-sample losses: LogisticRegression() with scikit-learn's defaults fitted on
+    members (label 0) against non-members (label 1) as given, no class weights; % of `target` predicted 1."""
+    x = np.concatenate([member_loss, nonmember_loss]).reshape(-1, 1)
+    y = np.concatenate([np.zeros(len(member_loss)), np.ones(len(nonmember_loss))])
+    model = LogisticRegression().fit(x, y)
+    return float(100.0 * (model.predict(target_loss.reshape(-1, 1)) == 1).mean())

@@ -101,11 +101,15 @@ def target_presets(family: str, depth: int | None = None) -> dict[str, dict[str,
     """Named layer selections per family: {preset: {"prune": regex, "lora": regex}}; `{head}` stands for the
     classifier's module name."""
     if family == "resnet":
-        convs = r"layer\d+\.\d+\.(conv\d|shortcut\.0)"
+        convs, shortcuts = r"layer\d+\.\d+\.conv\d", r"layer\d+\.\d+\.shortcut\.0"
+        every = rf"conv1|{convs}|{shortcuts}"
         return {
-            # the paper: prune every Conv2d (stem included), LoRA on the convs inside the blocks
-            "paper": {"prune": rf"conv1|{convs}", "lora": convs},
-            "blocks": {"prune": convs, "lora": convs},
+            # the paper and its authors' code: prune every Conv2d (stem and shortcuts included); LoRA on the
+            # block convolutions only (their regex .*\.(conv1|conv2|conv3|fc) matches neither stem nor shortcut)
+            "paper": {"prune": every, "lora": convs},
+            # LoRA on the shortcut convolutions too (this project's `paper` preset before it followed the code)
+            "paper_shortcuts": {"prune": every, "lora": rf"{convs}|{shortcuts}"},
+            "blocks": {"prune": rf"{convs}|{shortcuts}", "lora": rf"{convs}|{shortcuts}"},
         }
     if family == "timm":  # any architecture: every Conv2d / Linear except the classifier
         return {"paper": {"prune": "(?!{head}$).*", "lora": "(?!{head}$).*"}}
@@ -114,6 +118,10 @@ def target_presets(family: str, depth: int | None = None) -> dict[str, dict[str,
     return {
         # the paper: the last block's attention output projection and the head are pruned; LoRA on the former
         "paper": {"prune": rf"{last}|{{head}}", "lora": last},
+        # what the authors' ViT code trained: the same pruning, LoRA on the head alone (its bias frozen, no
+        # full head training). Their adapter on nn.MultiheadAttention.out_proj is never called: the attention
+        # reads out_proj.weight directly
+        "authors_code": {"prune": rf"{last}|{{head}}", "lora": "{head}"},
         "all": {"prune": rf"{linears}|{{head}}", "lora": linears},
         "no_head": {"prune": last, "lora": last},
     }
