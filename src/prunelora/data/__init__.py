@@ -4,5 +4,15 @@ from . import vision  # noqa: F401  (registers the on-disk data sets)
 from .datasets import DATASETS, ImageData, default_forget, load_dataset
 from .splits import Splits, make_sample_splits, make_splits, random_indices, read_indices, resolve_classes
 
-__all__ = ["DATASETS", "ImageData", "default_forget", "Splits", "load_dataset", "make_sample_splits", "make_splits", "random_indices", "read_indices",
-           "resolve_classes"]
+__all__ = [
+           "DATASETS",
+           "ImageData",
+           "Splits",
+           "default_forget",
+           "load_dataset",
+           "make_sample_splits",
+           "make_splits",
+           "random_indices",
+           "read_indices",
+           "resolve_classes",
+]
