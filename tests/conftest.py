@@ -13,8 +13,10 @@ from prunelora.config import load_config
 from prunelora.context import Context
 from prunelora.runner import prepare, resolve_config, train_original
 
-# ResNet-18 of width 4 on 8x8 digits, one epoch everywhere, one thread: the whole pipeline in seconds.
-TINY_OVERRIDES = ["model.width=4", "data.image_size=8", "train.epochs=1", "unlearn.epochs=1", "threads=1"]
+# ResNet-18 of width 4 on 8x8 digits, one epoch everywhere, one thread: the whole pipeline in seconds
+# (learning curves on, so that every run also draws them).
+TINY_OVERRIDES = ["data.name=digits", "model.width=4", "data.image_size=8", "train.epochs=1", "unlearn.epochs=1",
+                  "threads=1", "eval.curves=true"]
 
 
 def pytest_configure(config):
