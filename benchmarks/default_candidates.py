@@ -16,10 +16,11 @@ import copy
 import time
 
 from prunelora.config import load_config
+from prunelora.engine import recalibrate_bn
+from prunelora.experiment import make_context, prepare, resolve_config, train_original
 from prunelora.methods import UnlearnTask, method_task
-from prunelora.methods._train import recalibrate_bn
 from prunelora.metrics.evaluate import outputs, quality
-from prunelora.runner import make_context, prepare, resolve_config, run, train_original
+from prunelora.runner import run
 
 
 def after_pruning(cfg, data, splits, ctx) -> dict:

@@ -20,12 +20,14 @@ import torch
 
 from prunelora.config import load_config
 from prunelora.data import ImageData, make_splits
-from prunelora.io import atomic_write, environment
+from prunelora.engine import fit, recipe_from
+from prunelora.environment import environment
+from prunelora.experiment import make_context, resolve_config
+from prunelora.files import atomic_write
+from prunelora.meter import CostMeter
 from prunelora.methods import UnlearnTask
-from prunelora.methods._train import fit, recipe_from
-from prunelora.metrics.cost import CostMeter
+from prunelora.methods.run import unlearn_one
 from prunelora.models import create_model
-from prunelora.runner import make_context, resolve_config, unlearn_one
 
 METHODS = ("finetune", "prune_finetune", "lora", "prunelora", "prunelora_remove")
 # PruneLoRA with the pruned channels taken out (pruning.mode=remove): the smaller, faster model

@@ -18,8 +18,8 @@ from torch import nn
 from prunelora.adapters import add_lora
 from prunelora.config import load_config
 from prunelora.context import set_threads
+from prunelora.experiment import resolve_config
 from prunelora.models import HEAD, create_model, select_layers
-from prunelora.runner import resolve_config
 
 
 def build(cfg, lora: bool, channels_last: bool) -> nn.Module:

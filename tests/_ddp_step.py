@@ -26,11 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunelora import dist
+from prunelora import dist, engine
 from prunelora.config import DataConfig, ModelConfig
 from prunelora.context import Context, seed_everything
 from prunelora.data import load_dataset
-from prunelora.methods import _train
 from prunelora.models import create_model
 
 # 72 samples in batches of 16: 16, 16, 16, 16, 8 (the trailing 8 >= min_last = 2W stays a batch of its own);
@@ -81,13 +80,13 @@ def train(out: Path) -> None:
         # nothing random or batch-dependent in the forward, else the halves could not match the whole
         assert not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()), name
         if bn != "frozen":
-            assert not _train.has_batchnorm(model), name
+            assert not engine.has_batchnorm(model), name
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
         sizes: list[int] = []
         model.register_forward_pre_hook(lambda _module, args, seen=sizes: seen.append(len(args[0])))
-        recipe = _train.Recipe(epochs=EPOCHS, batch_size=BATCH, optimizer="sgd", lr=0.05, weight_decay=5e-4,
+        recipe = engine.Recipe(epochs=EPOCHS, batch_size=BATCH, optimizer="sgd", lr=0.05, weight_decay=5e-4,
                                schedule="constant", bn=bn)
-        history = _train.fit(model, data, INDEX, recipe, ctx, desc=name)
+        history = engine.fit(model, data, INDEX, recipe, ctx, desc=name)
         torch.save(model.state_dict(), out / f"{name}.rank{w.rank}.pt")
         (out / f"{name}.rank{w.rank}.json").write_text(json.dumps({"history": history, "forward_sizes": sizes}))
         if w.main:

@@ -11,7 +11,7 @@ import torch
 
 from prunelora.config import load_config
 from prunelora.context import Context
-from prunelora.runner import prepare, resolve_config, train_original
+from prunelora.experiment import prepare, resolve_config, train_original
 
 # ResNet-18 of width 4 on 8x8 digits, one epoch everywhere, one thread: the whole pipeline in seconds
 # (learning curves on, so that every run also draws them).

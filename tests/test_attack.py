@@ -9,7 +9,7 @@ import pytest
 
 from prunelora import cache
 from prunelora.context import seed_everything
-from prunelora.methods._train import fit, recipe_from
+from prunelora.engine import fit, recipe_from
 from prunelora.metrics import evidence
 from prunelora.metrics.attack import fit_reference, logit_confidence, scores, threshold_accuracy
 from prunelora.metrics.evaluate import outputs

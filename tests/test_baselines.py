@@ -13,14 +13,15 @@ from torch import nn
 
 from conftest import TINY_OVERRIDES as TINY
 from prunelora.config import load_config
+from prunelora.engine import Cycle
 from prunelora.errors import UserError
+from prunelora.experiment import resolve_config
 from prunelora.methods import UnlearnTask, method_task
-from prunelora.methods._importance import dampen, grad_statistics, saliency_mask
-from prunelora.methods._losses import kl_to_teacher, l1_norm, linear_decay, random_wrong_labels
-from prunelora.methods._train import Cycle
 from prunelora.methods.boundary_shrink import nearest_other_class
+from prunelora.methods.importance import dampen, grad_statistics, saliency_mask
+from prunelora.methods.losses import kl_to_teacher, l1_norm, linear_decay, random_wrong_labels
 from prunelora.methods.random_labels import relabel_forget
-from prunelora.runner import resolve_config, unlearn_one
+from prunelora.methods.run import unlearn_one
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from prunelora import cache
 from prunelora.config import load_config
 from prunelora.context import Context
-from prunelora.runner import resolve_config, run, train_original
+from prunelora.experiment import resolve_config, train_original
+from prunelora.runner import run
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from prunelora.api import evaluate_checkpoint, load_model
 from prunelora.cli import main
 from prunelora.config import PAPER_METHODS, load_config
 from prunelora.context import Context
+from prunelora.experiment import prepare
 from prunelora.methods import METHODS
 from prunelora.metrics.evaluate import predict
 from prunelora.models import create_model
-from prunelora.runner import prepare
 
 QUALITY = ("UA", "RA", "TA", "MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss_balanced", "MIA_loss_authors", "forget_TA")
 

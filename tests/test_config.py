@@ -8,8 +8,8 @@ import pytest
 
 from prunelora import config as C
 from prunelora.errors import UserError
+from prunelora.experiment import resolve_config
 from prunelora.methods import METHODS
-from prunelora.runner import resolve_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_FILES = sorted(CONFIG_DIR.rglob("*.yaml")) + sorted(CONFIG_DIR.rglob("*.yml"))

@@ -11,8 +11,9 @@ import torch
 
 from prunelora.config import load_config
 from prunelora.errors import UserError
+from prunelora.experiment import resolve_config
 from prunelora.metrics.evidence import balanced_accuracy, kl_js, penultimate, probe_accuracy, relearn
-from prunelora.runner import resolve_config, run
+from prunelora.runner import run
 
 
 def test_balanced_accuracy_hand_computed():

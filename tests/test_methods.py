@@ -10,11 +10,12 @@ from torch import nn
 
 from prunelora.config import load_config
 from prunelora.context import Context
+from prunelora.engine import Recipe, batches, fit, recalibrate_bn
+from prunelora.experiment import prepare, resolve_config, train_original
 from prunelora.methods import METHODS, UnlearnTask, trainable_parameters
-from prunelora.methods._train import Recipe, batches, fit, recalibrate_bn
+from prunelora.methods.run import unlearn_one
 from prunelora.models import HEAD
 from prunelora.pruning import count_zero_rows, prune_l2_structured
-from prunelora.runner import prepare, resolve_config, train_original, unlearn_one
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:

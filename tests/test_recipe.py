@@ -11,9 +11,18 @@ import torch
 from torch import nn
 
 from prunelora.config import ModelConfig, TrainConfig, UnlearnConfig, load_config
+from prunelora.engine import (
+    Recipe,
+    TrainingLoop,
+    batches,
+    fit,
+    make_optimizer,
+    mixup,
+    mixup_cross_entropy,
+    param_groups,
+    recipe_from,
+)
 from prunelora.errors import UserError
-from prunelora.methods._losses import mixup, mixup_cross_entropy
-from prunelora.methods._train import Recipe, _Loop, batches, fit, make_optimizer, param_groups, recipe_from
 from prunelora.models import create_model
 
 # ---------------------------------------------------------------- MixUp
@@ -72,7 +81,7 @@ def test_mixup_step_mixes_inputs_and_labels(tiny_data, cpu_ctx, monkeypatch):
     data, splits = tiny_data
     index = splits.retain[:16]
     perm = torch.arange(16).flip(0)
-    monkeypatch.setattr(_Loop, "mix_draw", lambda self, n: (0.7, perm))
+    monkeypatch.setattr(TrainingLoop, "mix_draw", lambda self, n: (0.7, perm))
     model = _linear()
     start = copy.deepcopy(model)
     recipe = Recipe(epochs=1, batch_size=16, optimizer="sgd", lr=1e-3, weight_decay=0.0, mixup=0.2)
@@ -91,7 +100,7 @@ def test_mixup_lambda_is_beta_and_seeded(tiny_data, cpu_ctx):
     data, _ = tiny_data
     draws = []
     for _ in range(2):
-        loop = _Loop(_linear(), data, _recipe(mixup=0.2), cpu_ctx, None, None, None)
+        loop = TrainingLoop(_linear(), data, _recipe(mixup=0.2), cpu_ctx, None, None, None)
         draws.append([loop.mix_draw(8)[0] for _ in range(4000)])
     assert draws[0] == draws[1]  # the same seed, the same lambdas
     # partners as torchvision's MixUp pairs them: the batch rolled by one, x[i] with x[i - 1]

@@ -16,10 +16,11 @@ from prunelora.cli import main
 from prunelora.config import load_config
 from prunelora.context import Context
 from prunelora.errors import UserError
+from prunelora.experiment import prepare, resolve_config, train_original
 from prunelora.methods import UnlearnTask
+from prunelora.methods.run import unlearn_one
 from prunelora.models import create_model
 from prunelora.pruning import match_shapes, removal_roots, remove_channels
-from prunelora.runner import prepare, resolve_config, train_original, unlearn_one
 
 
 def _params(model: nn.Module) -> int:

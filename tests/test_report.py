@@ -10,7 +10,8 @@ import pytest
 
 from prunelora.cli import main
 from prunelora.errors import UserError
-from prunelora.summary import load_runs, summary_rows, to_csv, to_latex, to_markdown
+from prunelora.report.merge import load_runs
+from prunelora.report.summary import summary_rows, to_csv, to_latex, to_markdown
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +86,7 @@ def test_report_refuses_what_does_not_merge(two_runs, tmp_path):
 
 
 def test_mia_table_names_both_loss_attacks():
-    from prunelora.report import mia_table
+    from prunelora.report.tables import mia_table
 
     metrics = {"MIA": 99.0, "MIA_entropy": 98.0, "MIA_m_entropy": 97.0, "MIA_loss_balanced": 96.0,
                "MIA_loss_authors": 12.5}

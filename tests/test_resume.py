@@ -85,7 +85,7 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_overrides):
 
 
 def test_variant_names_cannot_leave_the_output_directory():
-    from prunelora.runner import resolve_config
+    from prunelora.experiment import resolve_config
 
     for name in ("../x", "a/b", ".hidden"):
         with pytest.raises(UserError, match="may use only letters, digits"):

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from torch.nn import functional as F
@@ -137,7 +138,7 @@ def add_lora(
 ) -> PeftModel:
     """Wrap `targets` with LoRA adapters; only the adapters and `train_modules` (e.g. the head) train. Every
     other parameter is frozen, the biases of the adapted layers too (peft's bias="none")."""
-    config = LoraConfig(
+    config = PeftLoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=train_modules or None,
         bias="none",
     )

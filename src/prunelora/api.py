@@ -14,38 +14,33 @@ from pathlib import Path
 from torch import nn
 
 from . import config as C
+from .checkpoints import load_weights, read_checkpoint, save_checkpoint
+from .environment import environment
 from .errors import UserError
-from .io import atomic_write, environment, load_weights, read_checkpoint, save_checkpoint
-from .methods import UnlearnTask
+from .experiment import model_facts, open_experiment, prepare, resolve_config, train_original
+from .files import atomic_write
+from .methods.run import unlearn_one
 from .metrics.evaluate import accuracy, predict
+from .metrics.scoring import combine_metrics, evaluate_model
 from .models import create_model
 from .pruning import match_shapes
-from .runner import (
-    check_out_dir,
-    combine_metrics,
-    evaluate_model,
-    make_context,
-    model_facts,
-    prepare,
-    resolve_config,
-    train_original,
-    unlearn_one,
-)
 
 
 def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True) -> dict:
     """Train the original model on the whole train set; write OUT/model.safetensors (+ .yaml, metrics.json)."""
-    cfg = resolve_config(cfg)
     out = Path(out)
-    check_out_dir(out)
-    ctx = make_context(cfg, progress)
-    data, _ = prepare(cfg, ctx.device)
-    model, record = train_original(cfg, data, ctx)
-    record["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.cpu().numpy())
-    record["environment"] = environment(ctx.device, ctx.meter.kind)
-    save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "original", **model_facts(data)})
+    exp = open_experiment(cfg, progress, out)
+    model, record = train_original(exp.config, exp.data, exp.ctx)
+    record["test_acc"] = _test_accuracy(model, exp)
+    record["environment"] = environment(exp.ctx.device, exp.ctx.meter.kind)
+    save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "original", **model_facts(exp.data)})
     atomic_write(out / "metrics.json", json.dumps(record, indent=2))
     return record
+
+
+def _test_accuracy(model: nn.Module, exp) -> float:
+    data = exp.data
+    return accuracy(predict(model, data, data.x_test, exp.ctx), data.y_test.cpu().numpy())
 
 
 def load_model(checkpoint: str | Path, overrides: list[str] = (), config_file: str | None = None):
@@ -93,18 +88,16 @@ def unlearn(
     """Unlearn a saved model with one method; write the unlearned model and its metrics to OUT."""
     state, cfg, extra = _load(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
     out = Path(out)
-    check_out_dir(out)
-    ctx = make_context(cfg, progress)
-    data, splits = prepare(cfg, ctx.device)
-    original = ctx.prepare_model(_build(state, cfg, _shape(data), checkpoint, extra))
-    model, record = unlearn_one(method, original, UnlearnTask(data, splits, cfg), ctx)
-    metrics = combine_metrics(evaluate_model(model, data, splits, cfg, ctx), record)
+    exp = open_experiment(cfg, progress, out)
+    original = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
+    model, record = unlearn_one(method, original, exp.task(), exp.ctx)
+    metrics = combine_metrics(evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx), record)
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb", "history")}
-    facts = model_facts(data, extra.get("channels_removed", False) or "removed_layers" in record)
-    save_checkpoint(out / "model.safetensors", model, C.to_dict(cfg), {"role": "unlearned", "method": method, **facts})
+    facts = model_facts(exp.data, extra.get("channels_removed", False) or "removed_layers" in record)
+    save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "unlearned", "method": method, **facts})
     atomic_write(out / "metrics.json", json.dumps({
-        "method": method, "seed": cfg.seed, "metrics": metrics, "info": info,
-        "environment": environment(ctx.device, ctx.meter.kind),
+        "method": method, "seed": exp.config.seed, "metrics": metrics, "info": info,
+        "environment": environment(exp.ctx.device, exp.ctx.meter.kind),
     }, indent=2))
     return metrics
 
@@ -116,11 +109,10 @@ def evaluate_checkpoint(
     state, cfg, extra = _load(checkpoint, overrides, config_file)
     if out is not None and Path(out).is_dir():
         raise UserError(f"--out '{out}' is a directory; evaluate writes one JSON file, pass a file name")
-    ctx = make_context(cfg, progress=False)
-    data, splits = prepare(cfg, ctx.device)
-    model = ctx.prepare_model(_build(state, cfg, _shape(data), checkpoint, extra))
-    metrics = evaluate_model(model, data, splits, cfg, ctx)
-    metrics["test_acc"] = accuracy(predict(model, data, data.x_test, ctx), data.y_test.cpu().numpy())
+    exp = open_experiment(cfg, progress=False)
+    model = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
+    metrics = evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx)
+    metrics["test_acc"] = _test_accuracy(model, exp)
     if out is not None:
         atomic_write(out, json.dumps(metrics, indent=2))
     return metrics

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 
 from . import dist
 from .config import to_dict
+from .files import atomic_write
 
 # bump when the training loop, a model or a recipe changes what a seed produces
 TRAINING_CODE_VERSION = 1
@@ -79,19 +79,14 @@ def load(role: str, key: str, model: nn.Module) -> dict | None:
 
 
 def store(role: str, key: str, described: str, model: nn.Module, record: dict) -> None:
-    """Write atomically (temporary file, then rename); a cache that cannot be written is skipped."""
+    """Write atomically (rank 0 only); a cache that cannot be written is skipped."""
     path = _path(role, key)
-    if path is None or not dist.world().main:
+    if path is None or not dist.world().main:  # the state's copy to the CPU only where it is written
         return
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     keep = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}
-    tmp = None
+    meta = {"key": key, "described": described, "record": json.dumps(keep)}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        save_file(state, tmp, metadata={"key": key, "described": described, "record": json.dumps(keep)})
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        pass

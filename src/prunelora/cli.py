@@ -89,7 +89,7 @@ def _log(args):
 
 
 def cmd_run(args) -> int:
-    from .report import completed, failures, main_table
+    from .report.tables import completed, failures, main_table
     from .runner import run
 
     cfg = C.load_config(args.config, args.overrides)
@@ -142,7 +142,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .summary import load_runs, setups_note, summary_rows, to_markdown, write_report
+    from .report.merge import load_runs, setups_note
+    from .report.summary import summary_rows, to_markdown
+    from .report.write import write_report
 
     results = load_runs(args.runs)
     out = Path(args.out or args.runs[0])

@@ -1,7 +1,8 @@
-"""Experiment configuration: dataclasses, YAML load/save and dotted KEY=VALUE overrides.
+"""Experiment configuration: one dataclass per section, YAML load/save and dotted KEY=VALUE overrides (strict keys).
 
 Every field has a comment with its meaning and unit. `None` means "the model preset's default";
-`resolve_config` fills those in, and the resolved config is what runs and what is saved.
+`experiment.resolve_config` fills those in, and the resolved config is what runs and what is saved. The first
+step of the flow: config -> experiment -> engine -> methods -> metrics -> report.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class TrainConfig:
     decay: str = "all"
 
     def __post_init__(self):
-        _check_recipe("train", self)
+        check_recipe("train", self)
         _check(math.isfinite(self.mixup) and self.mixup >= 0,
                f"train.mixup is {self.mixup}; it must be a finite number >= 0 (0 = off)")
         _check(self.decay in DECAY_MODES, f"train.decay is {self.decay!r}; it must be one of {', '.join(DECAY_MODES)}")
@@ -105,7 +106,7 @@ class UnlearnConfig:
     augment: bool = False
 
     def __post_init__(self):
-        _check_recipe("unlearn", self)
+        check_recipe("unlearn", self)
 
 
 @dataclass
@@ -128,7 +129,7 @@ class PruningConfig:
 
 
 @dataclass
-class LoraConfigSection:
+class LoraConfig:
     r: int | None = None  # rank; None = preset's (ResNet 8, ViT 16)
     alpha: float | None = None  # scaling numerator (update scaled by alpha / r); None = preset's
     dropout: float = 0.1  # dropout on the adapter input
@@ -209,7 +210,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
-    lora: LoraConfigSection = field(default_factory=LoraConfigSection)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     forget: ForgetConfig = field(default_factory=ForgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     # per-method hyper-parameters, hparams.<method>.<key>=VALUE (each method's keys: `prunelora list`);
@@ -230,7 +231,8 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
-def _check_recipe(section: str, recipe: Any) -> None:
+def check_recipe(section: str, recipe: Any) -> None:
+    """The checks every recipe section shares (train, unlearn, a method's hparams), naming `section` in the error."""
     _check(recipe.epochs is None or recipe.epochs > 0, f"{section}.epochs must be a positive integer")
     _check(recipe.batch_size is None or recipe.batch_size > 0, f"{section}.batch_size must be a positive integer")
     _check(recipe.weight_decay is None or recipe.weight_decay >= 0, f"{section}.weight_decay must be >= 0")
@@ -364,15 +366,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     """The config from defaults <- `base` <- YAML file <- overrides (later wins)."""
     values = copy.deepcopy(base or {})
     if path is not None:
-        values = _merge(values, read_yaml(path))
+        values = merge(values, read_yaml(path))
     values = apply_overrides(values, list(overrides))
     return from_dict(ExperimentConfig, values)
 
 
-def _merge(a: dict, b: dict) -> dict:
+def merge(a: dict, b: dict) -> dict:
+    """`a` updated with `b`, nested mappings merged key by key (b wins); neither is modified."""
     out = dict(a)
     for key, value in b.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

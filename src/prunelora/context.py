@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .metrics.cost import CostMeter
+from .meter import CostMeter
 
 
 @dataclass
@@ -45,7 +45,12 @@ class Context:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A float batch in the memory format the model runs in."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def model_input(self, data, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images of `data` (an ImageData) as the model's input: on the device, normalised, in its memory format."""
+        return self.prepare_input(data.normalise(images.to(self.device)))
 
 
 def pick_device(name: str) -> torch.device:

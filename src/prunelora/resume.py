@@ -16,7 +16,7 @@ import yaml
 
 from . import dist
 from .errors import UserError
-from .io import atomic_write, finite
+from .files import atomic_write, finite
 
 
 class Progress:

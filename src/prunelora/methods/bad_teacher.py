@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine import fit
 from ..errors import UserError
 from ..models import create_model
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._losses import kl_to_teacher
-from ._train import fit
+from .losses import kl_to_teacher
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 @dataclass
@@ -47,8 +47,7 @@ def random_teacher(task: UnlearnTask, seed: int, device: torch.device) -> torch.
 def bad_teacher(model, task: UnlearnTask, ctx) -> Unlearned:
     hp, recipe = task.hparams, task.unlearn_recipe()
     good, bad = task.original_like(model), random_teacher(task, ctx.seed + 1, ctx.device)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     generator = torch.Generator().manual_seed(ctx.seed)
     retain = task.splits.retain
     keep = retain[torch.randperm(len(retain), generator=generator)[: round(hp.retain_share * len(retain))]]

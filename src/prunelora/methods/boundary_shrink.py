@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..engine import batches, fit
 from ..errors import UserError
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._train import batches, fit
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 @dataclass
@@ -59,8 +59,7 @@ def boundary_shrink(model, task: UnlearnTask, ctx) -> Unlearned:
     new_labels = nearest_other_class(frozen, task.data, forget, ctx, task.hparams.bound)
     labels = task.data.y_train.clone().to(ctx.device)
     labels[forget.to(ctx.device)] = new_labels
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     recipe = task.unlearn_recipe()
     history = fit(model, task.data, forget, recipe, ctx, desc="boundary_shrink", labels=labels, bn_index=task.splits.retain)
     moved = float((new_labels != task.data.y_train[forget].to(ctx.device)).float().mean())

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from . import Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._train import fit
+from ..engine import fit
+from .protocol import Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 def finetune_all(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     """Optionally prune (permanently, L2, `pruning.amount`), then fine-tune all weights on the retain set."""
     pruned = task.prune(model) if prune else {}
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     info = {"trainable_params": trainable_parameters(model)}
     recipe = task.unlearn_recipe()
     info["history"] = fit(model, task.data, task.splits.retain, recipe, ctx, desc="finetune")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._train import fit
+from ..engine import fit
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 @dataclass
@@ -27,8 +27,7 @@ class GradAscentConfig(RecipeConfig):
 
 @register_method("grad_ascent", "gradient ascent on the forget set (GA)", config=GradAscentConfig)
 def grad_ascent(model, task: UnlearnTask, ctx) -> Unlearned:
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     recipe = task.unlearn_recipe()
     history = fit(model, task.data, task.splits.forget, recipe, ctx, desc="grad_ascent",
                   objective=lambda logits, b: -F.cross_entropy(logits, b.y), bn_index=task.splits.retain)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from ..engine import fit
 from ..errors import UserError
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._losses import l1_norm, linear_decay
-from ._train import fit
+from .losses import l1_norm, linear_decay
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 @dataclass
@@ -30,9 +30,7 @@ class L1SparseConfig(RecipeConfig):
 
 @register_method("l1_sparse", "fine-tune on retain with a decaying L1 penalty (l1-sparse)", config=L1SparseConfig)
 def l1_sparse(model, task: UnlearnTask, ctx) -> Unlearned:
-    params = list(model.parameters())
-    for p in params:
-        p.requires_grad_(True)
+    params = list(unfreeze(model).parameters())
     recipe = task.unlearn_recipe()
     alpha = task.hparams.alpha
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Unlearned, UnlearnTask, register_method
+from .protocol import Unlearned, UnlearnTask, register_method
 from .prunelora import adapt
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from ..engine import fit
 from ..errors import UserError
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._train import fit
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 @dataclass
@@ -29,8 +29,7 @@ class NegGradPlusConfig(RecipeConfig):
 
 @register_method("neggrad_plus", "descend on retain, ascend on forget (NegGrad+)", config=NegGradPlusConfig)
 def neggrad_plus(model, task: UnlearnTask, ctx) -> Unlearned:
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     beta, forget = task.hparams.beta, task.forget_mask(ctx.device)
     recipe = task.unlearn_recipe()
 

@@ -6,8 +6,8 @@ zero: gradient updates revive them, and the report says how many stayed zero.
 
 from __future__ import annotations
 
-from . import Unlearned, UnlearnTask, register_method
 from .finetune import finetune_all
+from .protocol import Unlearned, UnlearnTask, register_method
 
 
 @register_method("prune_finetune", "L2-prune the target layers, then fine-tune all weights", ("unlearn", "pruning"))

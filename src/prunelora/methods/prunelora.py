@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 
 from ..adapters import add_lora, merge_lora
+from ..engine import fit
 from ..models import classifier_name
-from . import Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._train import fit
+from .protocol import Unlearned, UnlearnTask, register_method, trainable_parameters
 
 
 def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from . import Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._losses import random_wrong_labels
-from ._train import fit
+from ..engine import fit
+from .losses import random_wrong_labels
+from .protocol import Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 def relabel_forget(task: UnlearnTask, seed: int) -> torch.Tensor:
@@ -33,8 +33,7 @@ def train_random_labels(model, task: UnlearnTask, ctx, desc: str) -> list[dict]:
 
 @register_method("random_labels", "forget samples relabelled at random, plus retain (RL)")
 def random_labels(model, task: UnlearnTask, ctx) -> Unlearned:
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     history = train_random_labels(model, task, ctx, "random_labels")
     info = {"trainable_params": trainable_parameters(model), "history": history}
     return Unlearned(model, task.unlearn_recipe().epochs, info)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from .. import cache
+from ..engine import fit
 from ..models import create_model
-from . import MethodConfig, Unlearned, UnlearnTask, register_method
-from ._train import fit
+from .protocol import MethodConfig, Unlearned, UnlearnTask, register_method
 
 
 @register_method("retrain", "exact unlearning: train from scratch on the retain set (the original's recipe)", ("train",), MethodConfig)

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UserError
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method
-from ._importance import grad_statistics, saliency_mask
+from .importance import grad_statistics, saliency_mask
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, unfreeze
 from .random_labels import train_random_labels
 
 
@@ -32,8 +32,7 @@ class SalUnConfig(RecipeConfig):
 
 @register_method("salun", "random labels on the weights salient to the forget loss (SalUn)", config=SalUnConfig)
 def salun(model, task: UnlearnTask, ctx) -> Unlearned:
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     recipe = task.unlearn_recipe()
     scores = grad_statistics(model, task.data, task.splits.forget, ctx, recipe.batch_size, power=1)
     masks = saliency_mask(scores, task.hparams.share)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..engine import fit, make_optimizer, recalibrate_bn
 from ..errors import UserError
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters
-from ._losses import kl_to_teacher
-from ._train import fit, make_optimizer, recalibrate_bn
+from .losses import kl_to_teacher
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
 
 
 @dataclass
@@ -40,8 +40,7 @@ class ScrubConfig(RecipeConfig):
 def scrub(model, task: UnlearnTask, ctx) -> Unlearned:
     hp, recipe = task.hparams, task.unlearn_recipe()
     teacher = task.original_like(model)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     optimizer = make_optimizer([(n, p) for n, p in model.named_parameters() if p.requires_grad], recipe)
     t2 = hp.temperature**2
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from . import RecipeConfig, Unlearned, UnlearnTask, register_method
-from ._importance import dampen, grad_statistics
+from .importance import dampen, grad_statistics
+from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, unfreeze
 
 
 @dataclass
@@ -33,8 +33,7 @@ class SSDConfig(RecipeConfig):
 @register_method("ssd", "dampen weights far more important to forget than to all data (SSD)", config=SSDConfig)
 def ssd(model, task: UnlearnTask, ctx) -> Unlearned:
     hp, batch_size = task.hparams, task.unlearn_recipe().batch_size
-    for p in model.parameters():
-        p.requires_grad_(True)
+    unfreeze(model)
     everything = torch.arange(len(task.data.y_train))
     importance = grad_statistics(model, task.data, everything, ctx, batch_size, power=2)
     forget_importance = grad_statistics(model, task.data, task.splits.forget, ctx, batch_size, power=2)

@@ -21,8 +21,7 @@ def predict(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, ba
     out = []
     with ctx.autocast():
         for i in range(0, len(mine), batch_size):
-            batch = ctx.prepare_input(data.normalise(mine[i : i + batch_size].to(ctx.device)))
-            out.append(model(batch).float())
+            out.append(model(ctx.model_input(data, mine[i : i + batch_size])).float())
     return dist.gather_rows(torch.cat(out), len(x)).cpu().numpy()
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,12 +24,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from ..context import Context
+from .. import cache
+from ..config import to_dict
+from ..context import Context, seed_everything
 from ..data import ImageData
-from ..models import classifier_name
+from ..engine import fit, recipe_from
+from ..meter import CostMeter
+from ..models import classifier_name, create_model
 from ..registry import Registry
-from .cost import CostMeter
-from .mia import _log, softmax
+from .attack import fit_reference, logit_confidence, scores, threshold_accuracy
+from .evaluate import predict
+from .mia import safe_log, softmax
 
 
 @torch.inference_mode()
@@ -40,7 +47,7 @@ def penultimate(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context
     try:
         with ctx.autocast():
             for i in range(0, len(x), batch_size):
-                model(ctx.prepare_input(data.normalise(x[i : i + batch_size].to(ctx.device))))
+                model(ctx.model_input(data, x[i : i + batch_size]))
     finally:
         hook.remove()
     return torch.cat(captured).numpy()
@@ -69,8 +76,8 @@ def kl_js(logits: np.ndarray, reference_logits: np.ndarray) -> tuple[float, floa
     (JS is symmetric and at most ln 2)."""
     p, q = softmax(reference_logits.astype(np.float64)), softmax(logits.astype(np.float64))
     m = 0.5 * (p + q)
-    kl = (p * (_log(p) - _log(q))).sum(1)
-    js = 0.5 * (p * (_log(p) - _log(m))).sum(1) + 0.5 * (q * (_log(q) - _log(m))).sum(1)
+    kl = (p * (safe_log(p) - safe_log(q))).sum(1)
+    js = 0.5 * (p * (safe_log(p) - safe_log(m))).sum(1) + 0.5 * (q * (safe_log(q) - safe_log(m))).sum(1)
     return float(kl.mean()), float(js.mean())
 
 
@@ -85,7 +92,7 @@ def relearn(
     few = forget[torch.randperm(len(forget), generator=generator)[:samples]]
     some = retain[torch.randperm(len(retain), generator=generator)[: 4 * len(few)]]
     rows = torch.cat([few, some]).to(data.x_train.device)
-    x = ctx.prepare_input(data.normalise(data.x_train[rows].to(ctx.device)))
+    x = ctx.model_input(data, data.x_train[rows])
     y = data.y_train[rows].to(ctx.device)
     student = copy.deepcopy(model).eval()
     with torch.enable_grad():
@@ -99,7 +106,7 @@ def relearn(
     student.eval()
     with torch.inference_mode():
         rows = test_forget.to(data.x_test.device)
-        logits = student(ctx.prepare_input(data.normalise(data.x_test[rows].to(ctx.device)))).float()
+        logits = student(ctx.model_input(data, data.x_test[rows])).float()
         return float(100.0 * (logits.argmax(1).cpu() == data.y_test[rows].cpu()).float().mean())
 
 
@@ -174,17 +181,6 @@ _SHADOWS: dict[str, np.ndarray] = {}
 def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
     """(shadows, forget samples) logit-scaled confidences of models retrained from scratch on the retain set
     with the original's recipe and seeds 1_000_000 + k (never an experiment's seed)."""
-    import json
-    import zlib
-
-    from .. import cache
-    from ..config import to_dict
-    from ..context import seed_everything
-    from ..methods._train import fit, recipe_from
-    from ..models import create_model
-    from .attack import logit_confidence
-    from .evaluate import predict
-
     cfg, data, splits = inputs.experiment, inputs.data, inputs.splits
     forget = splits.forget
     described = json.dumps([to_dict(cfg.data), to_dict(cfg.model), to_dict(cfg.train), forget.tolist(),
@@ -213,8 +209,6 @@ def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
 @register_evidence("attack", "U-LiRA-style attack: balanced accuracy % telling this model's forget samples from "
                    "retrain's (50 = indistinguishable); trains eval.attack_shadows shadow retrains", needs_reference=True)
 def _attack(outputs, reference, inputs: EvidenceInput) -> dict:
-    from .attack import fit_reference, logit_confidence, scores, threshold_accuracy
-
     forget = inputs.splits.forget.numpy()
     y = inputs.data.y_train.cpu().numpy()[forget]
     mean, std = fit_reference(shadow_phis(inputs))

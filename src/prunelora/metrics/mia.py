@@ -26,7 +26,8 @@ from sklearn.svm import SVC
 TINY = 1e-30
 
 
-def _log(x: np.ndarray) -> np.ndarray:
+def safe_log(x: np.ndarray) -> np.ndarray:
+    """log(max(x, 1e-30)): finite where a probability is 0."""
     return np.log(np.maximum(x, TINY))
 
 
@@ -44,9 +45,9 @@ def features(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     others[np.arange(len(labels)), labels] = 0.0  # drop the true class from the sum over i != y
     return {
         "confidence": p_y,
-        "entropy": -(p * _log(p)).sum(axis=1),
-        "m_entropy": -(1.0 - p_y) * _log(p_y) - (others * _log(1.0 - others)).sum(axis=1),
-        "loss": -_log(p_y),
+        "entropy": -(p * safe_log(p)).sum(axis=1),
+        "m_entropy": -(1.0 - p_y) * safe_log(p_y) - (others * safe_log(1.0 - others)).sum(axis=1),
+        "loss": -safe_log(p_y),
     }
 
 

@@ -6,7 +6,10 @@ ones peft and Torch-Pruning know, and `forward_features` / `forward_head` come w
 
 from __future__ import annotations
 
-from timm.models.vision_transformer import VisionTransformer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 
 def vit(
@@ -19,6 +22,8 @@ def vit(
     patch_size: int = 4,
 ) -> VisionTransformer:
     """A ViT; the paper's model is width 384, depth 12, 6 heads, patch 4 on 32x32 images."""
+    from timm.models.vision_transformer import VisionTransformer
+
     return VisionTransformer(
         img_size=img_size,
         patch_size=patch_size,

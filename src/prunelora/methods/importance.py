@@ -12,7 +12,7 @@ from torch import nn
 
 from ..context import Context
 from ..data import ImageData
-from ._train import batches
+from ..engine import batches
 
 
 def grad_statistics(
@@ -30,7 +30,7 @@ def grad_statistics(
     groups = batches(len(index), batch_size, None)
     for idx in groups:
         rows = index[idx].to(data.x_train.device)
-        x = ctx.prepare_input(data.normalise(data.x_train[rows].to(ctx.device)))
+        x = ctx.model_input(data, data.x_train[rows])
         with ctx.meter.step():
             loss = F.cross_entropy(model(x).float(), data.y_train[rows].to(ctx.device))
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)

@@ -1,4 +1,8 @@
-"""The one training loop every method and the original model use, plus BatchNorm handling."""
+"""The engine: the one training loop (`fit`) that the original, retrain, every method and the evidence metrics
+train with, its recipe, optimizers and schedules, MixUp, and BatchNorm handling (`recalibrate_bn`).
+
+It reads images from `ImageData` (uint8, on the device), augments and normalises them per batch, steps the
+optimizer, reports every step to the context's meter and stops on a diverging loss (`FloatingPointError`)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import dist
-from ..context import Context
-from ..data import ImageData
-from ..data.augment import augment
-from ._losses import mixup, mixup_cross_entropy
+from . import dist
+from .context import Context
+from .data import ImageData
+from .data.augment import augment
 
 
 @dataclass
@@ -108,6 +112,19 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def mixup(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """MixUp's inputs: lam * x + (1 - lam) * x[perm] (each sample mixed with the one `perm` pairs it with)."""
+    return lam * x + (1.0 - lam) * x[perm]
+
+
+def mixup_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """MixUp's loss: lam * CE(logits, y) + (1 - lam) * CE(logits, y[perm]), batch means, in nats."""
+    ce = lambda labels: F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    return lam * ce(y) + (1.0 - lam) * ce(y[perm])
+
+
 @dataclass
 class Batch:
     """One training step's inputs, for objectives that need more than (logits, labels)."""
@@ -159,7 +176,7 @@ def recalibrate_bn(model: nn.Module, data: ImageData, index: torch.Tensor, ctx: 
             m.momentum = len(idx) / seen  # running <- running + (n_b / n_seen) (batch - running): a weighted mean
         rows = index[idx].to(data.x_train.device)
         with ctx.autocast():
-            model(ctx.prepare_input(data.normalise(data.x_train[rows].to(ctx.device))))
+            model(ctx.model_input(data, data.x_train[rows]))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     model.train(was_training)
@@ -188,7 +205,7 @@ def fit(
     samples pass the retain set). Returns per-epoch
     {"epoch", "loss", "acc", "seconds"}, loss and accuracy measured on the training batches.
     """
-    loop = _Loop(model, data, recipe, ctx, labels, objective, optimizer)
+    loop = TrainingLoop(model, data, recipe, ctx, labels, objective, optimizer)
     n_batches = len(batches(len(index), recipe.batch_size, None, loop.min_last))
     loop.schedule = make_schedule(loop.optimizer, recipe, recipe.epochs * n_batches)
     loop.pair = Cycle(paired[0], paired[1], loop.generator) if paired is not None else None
@@ -206,7 +223,7 @@ def fit(
     return history
 
 
-class _Loop:
+class TrainingLoop:
     """The state of one `fit` call: optimizer, schedule, objective, random streams, progress bar."""
 
     def __init__(self, model, data, recipe, ctx, labels, objective, optimizer):

@@ -1,8 +1,11 @@
-"""Results -> the markdown report (the paper's table plus the attack variants and pruning facts)."""
+"""A run's report, results.md: the paper's table, the evidence, the attack variants and the pruning facts (for a
+sequence of requests, every table after each request). With several seeds each cell is mean ± std over them."""
 
 from __future__ import annotations
 
 import math
+
+from .summary import cell, summary_rows
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -38,30 +41,14 @@ def seeds_of(results: dict) -> list[int]:
     return sorted({r["seed"] for r in results["runs"]})
 
 
-def mean_std(values: list) -> tuple[float, float] | None:
-    """Mean and sample std (0 for one value) of the numbers among `values`, ignoring None and NaN."""
-    values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
-    if not values:
-        return None
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def _mean_std(values: list) -> str:
-    stats = mean_std(values)
-    return "-" if stats is None else f"{stats[0]:.2f} ± {stats[1]:.2f}"
-
-
 def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) -> str:
     """One row per method: mean ± sample std over the seeds."""
-    methods = list(dict.fromkeys(r["method"] for r in results["runs"]))
     n_seeds = len(seeds_of(results))
     rows = []
-    for method in methods:
-        runs = [r["metrics"] for r in results["runs"] if r["method"] == method]
-        label = method if len(runs) == n_seeds else f"{method} ({len(runs)} of {n_seeds} seeds)"
-        rows.append([label] + [_mean_std([m.get(k) for m in runs]) for k in keys])
+    for row in summary_rows(results, keys):
+        runs = row["seeds"]
+        label = row["method"] if runs == n_seeds else f"{row['method']} ({runs} of {n_seeds} seeds)"
+        rows.append([label] + [cell(row.get(k), with_gap=False) for k in keys])
     return _table(header, rows)
 
 

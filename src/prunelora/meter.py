@@ -1,4 +1,4 @@
-"""Cost of a step: wall time and peak memory.
+"""The cost meter: wall time and peak memory of a step (training the original, one method), fed by the engine.
 
 Memory on CUDA is `torch.cuda.max_memory_allocated` after a reset. The CPU has no per-method allocator
 counter (the process's peak RSS keeps whatever earlier methods left), so on the CPU we count the tensor

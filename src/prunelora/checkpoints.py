@@ -1,14 +1,9 @@
-"""Atomic file writes, safetensors checkpoints (never pickle) and the run's environment record."""
+"""Model files: prunelora's checkpoints (safetensors with the resolved config inside, never pickle) and a user's
+weights (`model.init`: safetensors, or a state dict read with `weights_only=True`)."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import platform
-import tempfile
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -18,58 +13,21 @@ from torch import nn
 
 from . import dist
 from .errors import UserError
+from .files import atomic_write
 
 FORMAT = "prunelora-checkpoint-1"
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see a half-written file. With
-    several processes only rank 0 writes."""
-    if not dist.world().main:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def finite(value):
-    """NaN (e.g. accuracy on an empty set) -> None, recursively, so that JSON stays strict."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dict | None = None) -> None:
     """Model weights as safetensors, the resolved config in its metadata and as YAML beside it."""
     import yaml
 
-    if not dist.world().main:
+    if not dist.world().main:  # the state's copy to the CPU only where it is written
         return
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": json.dumps(config), "extra": json.dumps(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     atomic_write(path.with_suffix(".yaml"), yaml.safe_dump(config, sort_keys=False))
 
 
@@ -128,47 +86,3 @@ def load_weights(model: nn.Module, state: dict, path: str | Path) -> nn.Module:
         raise UserError(f"checkpoint '{path}' does not match the model it describes ({detail}); was it edited or written by another version?")
     model.load_state_dict(state)
     return model
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        if package == "prunelora":  # run from a source tree (PYTHONPATH=src), not installed
-            from . import __version__
-
-            return f"{__version__} (source tree)"
-        return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def setup_of(env: dict) -> dict:
-    """What a run's times and memory depend on, from its `environment` record: device, threads, processes."""
-    return {"device": env.get("device"), "device_name": env.get("device_name"), "threads": env.get("threads"),
-            "processes": env.get("world_size", 1)}
-
-
-def environment(device: torch.device, memory_kind: str) -> dict:
-    """Versions, device and threads: recorded next to every result."""
-    packages = ("prunelora", "torch", "torchvision", "peft", "timm", "torch-pruning", "scikit-learn", "numpy", "safetensors")
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {p: _version(p) for p in packages},
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "world_size": dist.world().size,  # processes; time and memory are rank 0's
-        "memory_measure": memory_kind,
-    }

@@ -1,8 +1,9 @@
-"""Checkpoints (safetensors with the config inside) and atomic writes."""
+"""Checkpoints (safetensors with the config inside), atomic writes and the environment record."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +12,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from prunelora.checkpoints import FORMAT, load_weights, read_checkpoint, save_checkpoint
+from prunelora.environment import environment
 from prunelora.errors import UserError
-from prunelora.io import FORMAT, atomic_write, environment, load_weights, read_checkpoint, save_checkpoint
+from prunelora.files import atomic_write
 
 
 def _net(seed: int = 0):
@@ -70,6 +73,19 @@ def test_atomic_write(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["b.json"]
 
 
+def test_atomic_write_with_a_writer_keeps_the_old_file_on_error(tmp_path):
+    path = tmp_path / "c.bin"
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(b"whole"))
+
+    def fail(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fail)
+    assert path.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == ["c.bin"]
+
+
 def test_environment_record():
     env = environment(torch.device("cpu"), "kind")
     assert env["device"] == "cpu" and env["memory_measure"] == "kind"
@@ -79,11 +95,11 @@ def test_environment_record():
 
 def test_environment_names_the_source_tree_version_when_not_installed(monkeypatch):
     import prunelora
-    from prunelora import io
+    from prunelora import environment as env_module
 
     def missing(package):
-        raise io.metadata.PackageNotFoundError(package)
+        raise env_module.metadata.PackageNotFoundError(package)
 
-    monkeypatch.setattr(io.metadata, "version", missing)
+    monkeypatch.setattr(env_module.metadata, "version", missing)
     versions = environment(torch.device("cpu"), "kind")["versions"]
     assert versions["prunelora"] == f"{prunelora.__version__} (source tree)" and versions["torch"] is None

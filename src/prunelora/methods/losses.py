@@ -1,4 +1,5 @@
-"""Losses and label transforms the baselines share (pure functions of tensors, unit-tested)."""
+"""Losses and label transforms the baselines share (pure functions of tensors, unit-tested). MixUp, which the
+original's recipe may use, is part of the engine."""
 
 from __future__ import annotations
 
@@ -32,16 +33,3 @@ def l1_norm(params: list[nn.Parameter]) -> torch.Tensor:
 def linear_decay(alpha: float, epoch: int, epochs: int) -> float:
     """alpha * (1 - epoch / epochs): l1-sparse's penalty weight in 0-based `epoch`, from alpha down to alpha/epochs."""
     return alpha * (1.0 - epoch / epochs)
-
-
-def mixup(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
-    """MixUp's inputs: lam * x + (1 - lam) * x[perm] (each sample mixed with the one `perm` pairs it with)."""
-    return lam * x + (1.0 - lam) * x[perm]
-
-
-def mixup_cross_entropy(
-    logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: float, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """MixUp's loss: lam * CE(logits, y) + (1 - lam) * CE(logits, y[perm]), batch means, in nats."""
-    ce = lambda labels: F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    return lam * ce(y) + (1.0 - lam) * ce(y[perm])

@@ -1,0 +1,169 @@
+"""The method protocol: what a method receives and returns, how it registers, and the services the task offers it.
+
+A method is a function `(model, task, ctx) -> Unlearned`, registered with `@register_method(name, summary, uses,
+config)`. It gets a copy of the original model (which it may modify), the `UnlearnTask` (data, splits, the resolved
+config, its own hyper-parameters, and services: its recipe, pruning, layer selection, frozen copies) and the
+context (device, seed, meter), and returns a plain `nn.Module` ready for evaluation plus facts worth reporting.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+from ..data import ImageData, Splits
+from ..engine import Recipe, recipe_from
+from ..errors import UserError
+from ..models import arch_of, classifier_name, get_spec, select_layers
+from ..pruning import count_zero_rows, prune_l2_structured, remove_channels
+from ..registry import Registry
+
+
+@dataclass
+class MethodConfig:
+    """A method's own hyper-parameters (hparams.<method>.<key>); this base has none."""
+
+    def apply(self, recipe: Recipe) -> Recipe:
+        return recipe
+
+
+@dataclass
+class RecipeConfig(MethodConfig):
+    """The hyper-parameters of a method that trains with the `unlearn` recipe: where it differs from that
+    section (None = the section's value). A method's own config subclasses this, adds its fields and may
+    set other defaults (e.g. gradient ascent's smaller learning rate)."""
+
+    epochs: int | None = None  # passes over the method's main data stream
+    lr: float | None = None
+    optimizer: str | None = None  # sgd | adam | adamw
+    batch_size: int | None = None  # images per step
+    weight_decay: float | None = None
+    bn: str | None = None  # BatchNorm mode (see unlearn.bn)
+
+    def apply(self, recipe: Recipe) -> Recipe:
+        for f in fields(RecipeConfig):
+            value = getattr(self, f.name)
+            if value is not None:
+                setattr(recipe, f.name, value)
+        return recipe
+
+
+@dataclass
+class UnlearnTask:
+    data: ImageData
+    splits: Splits
+    config: object  # the resolved ExperimentConfig (a variant's, for a variant)
+    hparams: MethodConfig = field(default_factory=lambda: RecipeConfig())  # the running method's own settings
+    removed: dict = field(default_factory=dict)  # set by prune() with pruning.mode=remove
+
+    def layers(self, model: nn.Module, kind: str) -> list[str]:
+        """The layers the config's `pruning.targets` (kind='prune') or `lora.targets` (kind='lora') select."""
+        spec = get_spec(self.config.model.name)
+        targets = self.config.pruning.targets if kind == "prune" else self.config.lora.targets
+        return select_layers(model, spec.family, targets, kind, arch_of(self.config.model).get("depth"))
+
+    def prune(self, model: nn.Module) -> dict[str, list[int]]:
+        """L2-prune the layers of `pruning.targets` (with `pruning.forget_head_rows` for the head); returns
+        the zeroed rows per layer (mode=mask), or {} after removing the channels (mode=remove; what was
+        removed is then in `self.removed`)."""
+        cfg = self.config.pruning
+        names = self.layers(model, "prune")
+        if cfg.mode == "remove":
+            self.removed = self._remove(model, names)
+            return {}
+        rule = None
+        if cfg.forget_head_rows != "l2":
+            head = classifier_name(model)
+            if head not in names:
+                raise UserError(f"pruning.forget_head_rows={cfg.forget_head_rows} needs the head among the pruned layers, "
+                                f"but pruning.targets={cfg.targets} does not prune it")
+            rule = {head: (cfg.forget_head_rows, list(self.splits.forget_classes))}
+        return prune_l2_structured(model, names, cfg.amount, rule)
+
+    def _remove(self, model: nn.Module, names: list[str]) -> dict:
+        data = self.data
+        device = next(model.parameters()).device
+        example = torch.zeros(1, data.in_chans, data.image_size, data.image_size, device=device)
+        params = sum(p.numel() for p in model.parameters())
+        layers = remove_channels(model, names, self.config.pruning.amount, classifier_name(model), example)
+        return {"removed_layers": len(layers), "params_before": params,
+                "params_after": sum(p.numel() for p in model.parameters())}
+
+    def pruning_info(self, model: nn.Module, pruned: dict[str, list[int]]) -> dict:
+        """Facts for the report: pruned layers and rows, how many rows are still zero in the final `model`,
+        and which forgotten classes' head rows were pruned (when the head was); after channel removal, the
+        parameter counts before and after."""
+        if self.removed:
+            return dict(self.removed)
+        if not pruned:
+            return {}
+        still, total = count_zero_rows(model, pruned)
+        info = {"pruned_layers": len(pruned), "pruned_rows": total, "pruned_rows_still_zero": still}
+        head = classifier_name(model)
+        if head in pruned:
+            info["forget_head_rows_pruned"] = sorted(set(pruned[head]) & set(self.splits.forget_classes))
+        return info
+
+    def unlearn_recipe(self) -> Recipe:
+        """The `unlearn` section's recipe with the method's own overrides (hparams.<method>.epochs, lr, ...)."""
+        return self.hparams.apply(recipe_from(self.config.unlearn))
+
+    def original_like(self, model: nn.Module) -> nn.Module:
+        """A frozen copy (eval mode, no gradients): a teacher, or the model an attack probes."""
+        frozen = copy.deepcopy(model).eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        return frozen
+
+    def forget_mask(self, device: torch.device) -> torch.Tensor:
+        """Boolean mask over the train set: True for forget samples."""
+        mask = torch.zeros(len(self.data.y_train), dtype=torch.bool)
+        mask[self.splits.forget] = True
+        return mask.to(device)
+
+    def train_recipe(self) -> Recipe:
+        return recipe_from(self.config.train)
+
+
+@dataclass
+class Unlearned:
+    model: nn.Module
+    epochs: int  # training epochs the method ran (for seconds per epoch)
+    info: dict = field(default_factory=dict)  # facts for the report (trainable params, pruned rows, ...)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    fn: Callable[[nn.Module, UnlearnTask, object], Unlearned]
+    summary: str
+    uses: tuple[str, ...]  # config sections that set this method's hyper-parameters
+    config: type[MethodConfig] = RecipeConfig  # its own hyper-parameters (hparams.<name>.<key>)
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(
+    name: str, summary: str, uses: tuple[str, ...] = ("unlearn",), config: type[MethodConfig] = RecipeConfig
+):
+    def wrap(fn):
+        METHODS.add(name, MethodSpec(name, fn, summary, uses, config))
+        return fn
+
+    return wrap
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def unfreeze(model: nn.Module) -> nn.Module:
+    """Every parameter of `model` trainable (a method that trains all weights starts here); returns `model`."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model

@@ -1,0 +1,54 @@
+"""Scoring a run's models: every metric of one model (UA, RA, TA, MIA and the evidence that needs no reference),
+its cost columns, and the comparisons with retrain (Avg. gap, time ratio, the evidence that needs retrain's
+outputs)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from ..context import Context, seed_everything
+from ..data import ImageData, Splits
+from .evaluate import avg_gap, outputs, quality
+from .evidence import EVIDENCE, EvidenceInput
+
+
+def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg, ctx: Context, keep: dict | None = None) -> dict:
+    """UA, RA, TA, MIA... plus the evidence metrics that need no reference (`cfg` is the ExperimentConfig);
+    `keep["outputs"]` receives the model's (train, test) logits for the comparisons with retrain."""
+    seed_everything(cfg.seed)
+    ctx = dataclasses.replace(ctx, seed=cfg.seed)
+    outs = outputs(model, data, ctx, cfg.eval.batch_size)
+    metrics = quality(*outs, data, splits, cfg.seed)
+    inputs = EvidenceInput(data, splits, ctx, cfg.eval, cfg)
+    for name in cfg.eval.evidence:
+        spec = EVIDENCE.get(name)
+        if not spec.needs_reference:
+            seed_everything(cfg.seed)
+            metrics.update(spec.fn(model, outs, inputs))
+    if keep is not None:
+        keep["outputs"] = outs
+    return metrics
+
+
+def combine_metrics(quality: dict, record: dict) -> dict:
+    """Quality metrics plus the cost of the step (seconds, seconds per epoch, peak memory)."""
+    time_s, epochs = record["time_s"], record["epochs"]
+    per_epoch = time_s / epochs if epochs else None
+    return {**quality, "time_s": time_s, "time_per_epoch_s": per_epoch, "peak_memory_mb": record["peak_memory_mb"]}
+
+
+def add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> None:
+    """Avg. Gap, time ratio and the evidence metrics that compare with retrain, when retrain ran (in place);
+    `kept[method]["outputs"]` holds each method's (train, test) logits."""
+    ref = next((r["metrics"] for r in runs if r["method"] == "retrain" and "error" not in r), None)
+    reference = [EVIDENCE.get(n) for n in inputs.config.evidence if EVIDENCE.get(n).needs_reference]
+    for r in runs:
+        if "error" in r:
+            continue
+        m = r["metrics"]
+        for spec in reference if ref and kept["retrain"].get("outputs") is not None else []:
+            m.update(spec.fn(kept[r["method"]]["outputs"], kept["retrain"]["outputs"], inputs))
+        m["avg_gap"] = avg_gap(m, ref) if ref else None
+        m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None
