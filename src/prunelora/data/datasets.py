@@ -1,6 +1,6 @@
 """Data sets as in-memory uint8 tensors (N, C, H, W) plus normalisation statistics.
 
-Images stay uint8 until a batch is taken (`ImageData.batch`): 4x less memory than float, and the same
+Images stay uint8 until a batch is normalised (`ImageData.normalise`): 4x less memory than float, and the same
 layout serves the GPU path. No per-sample Python runs in the training loop.
 """
 
@@ -78,18 +78,31 @@ def load_dataset(config) -> ImageData:
     return data
 
 
-def _resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images (N, C, H, W) resized bilinearly to size x size, rounded back to uint8 (unchanged at that size)."""
     if x.shape[-1] == size:
         return x
     y = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (std at least 1e-3)."""
     xf = x.float() / 255.0
     mean = xf.mean(dim=(0, 2, 3))
     std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def stratified_split(labels: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed train/test split of a data set that has none of its own: sorted indices of the train and the test
+    samples, `data.test_fraction` held out per class (stratified), drawn with `data.split_seed`."""
+    from sklearn.model_selection import train_test_split
+
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=config.test_fraction, stratify=labels, random_state=config.split_seed
+    )
+    return np.sort(idx_train), np.sort(idx_test)
 
 
 @DATASETS.register("digits")
@@ -100,18 +113,15 @@ def load_digits(config) -> ImageData:
     split (`data.test_fraction`, `data.split_seed`).
     """
     from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = sk_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 ink levels -> 0..255
-    idx_train, idx_test = train_test_split(
-        np.arange(len(images)), test_size=config.test_fraction, stratify=bunch.target, random_state=config.split_seed
-    )
-    x = _resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 12)
+    idx_train, idx_test = stratified_split(bunch.target, config)
+    x = resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 12)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    x_train, y_train = x[np.sort(idx_train)], y[np.sort(idx_train)]
-    x_test, y_test = x[np.sort(idx_test)], y[np.sort(idx_test)]
-    mean, std = _channel_stats(x_train)
+    x_train, y_train = x[idx_train], y[idx_train]
+    x_test, y_test = x[idx_test], y[idx_test]
+    mean, std = channel_stats(x_train)
     return ImageData("digits", x_train, y_train, x_test, y_test, [str(i) for i in range(10)], mean, std)
 
 
@@ -174,17 +184,12 @@ def load_animal_mnist(config) -> ImageData:
     Harder than digits (cats, dogs and horses share shapes), so forgetting and membership signals show.
     Resized to `data.image_size` (default 16); fixed stratified split (`data.test_fraction`, `data.split_seed`).
     """
-    from sklearn.model_selection import train_test_split
-
     folder = _animal_dir(config)
     images, labels = (read_array_pickle(folder / name) for name in ANIMAL_FILES)
     if images.shape[1:] != (28, 28) or images.dtype != np.uint8 or len(images) != len(labels):
         raise UserError(f"animal-mnist files in '{folder}' have an unexpected shape or type; reinstall animal-mnist")
-    idx_train, idx_test = train_test_split(
-        np.arange(len(images)), test_size=config.test_fraction, stratify=labels, random_state=config.split_seed
-    )
-    x = _resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 16)
+    idx_train, idx_test = stratified_split(labels, config)
+    x = resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 16)
     y = torch.from_numpy(labels.astype(np.int64))
-    idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
-    mean, std = _channel_stats(x[idx_train])
+    mean, std = channel_stats(x[idx_train])
     return ImageData("animal-mnist", x[idx_train], y[idx_train], x[idx_test], y[idx_test], list(ANIMAL_CLASSES), mean, std)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .datasets import DATASETS, ArrayUnpickler, ImageData, _channel_stats, _resize_uint8
+from .datasets import DATASETS, ArrayUnpickler, ImageData, channel_stats, resize_uint8, stratified_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -78,8 +78,8 @@ def _download(config, name: str, root: Path) -> None:
 
 def _finish(name, x_train, y_train, x_test, y_test, classes, config, native: int, augment: str = "none") -> ImageData:
     size = config.image_size or native
-    x_train, x_test = _resize_uint8(x_train, size), _resize_uint8(x_test, size)
-    mean, std = _channel_stats(x_train)
+    x_train, x_test = resize_uint8(x_train, size), resize_uint8(x_test, size)
+    mean, std = channel_stats(x_train)
     return ImageData(name, x_train, y_train, x_test, y_test, list(classes), mean, std, augment)
 
 
@@ -218,8 +218,6 @@ def _classes(folder: Path) -> list[str]:
 def load_imagefolder(config) -> ImageData:
     """Your own images: data.root/train/<class>/*.png|jpg and data.root/test/<class>/..., or data.root/<class>/...
     split by `data.test_fraction` (stratified, `data.split_seed`). Class names come from the folder names."""
-    from sklearn.model_selection import train_test_split
-
     root = _root(config, "imagefolder")
     if not root.is_dir():
         raise UserError(f"image folder '{root}' does not exist; set data.root to a folder of class sub-folders")
@@ -235,12 +233,9 @@ def load_imagefolder(config) -> ImageData:
         classes = _classes(root)
         x, y, grey = _read_folder(root, classes, size)
         try:
-            idx_train, idx_test = train_test_split(
-                np.arange(len(y)), test_size=config.test_fraction, stratify=y.numpy(), random_state=config.split_seed
-            )
+            idx_train, idx_test = stratified_split(y.numpy(), config)
         except ValueError as err:
             raise UserError(f"cannot split '{root}' into train and test ({err}); add images or use train/ and test/") from None
-        idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
         x_train, y_train, x_test, y_test = x[idx_train], y[idx_train], x[idx_test], y[idx_test]
     if grey:  # every image grey: keep one channel
         x_train, x_test = x_train[:, :1].contiguous(), x_test[:, :1].contiguous()
