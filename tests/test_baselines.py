@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import TINY_OVERRIDES as TINY
+from conftest import VIT_OVERRIDES
 from prunelora.config import load_config
 from prunelora.engine import Cycle
 from prunelora.errors import UserError
@@ -22,12 +23,6 @@ from prunelora.methods.importance import dampen, grad_statistics, saliency_mask
 from prunelora.methods.losses import kl_to_teacher, l1_norm, linear_decay, random_wrong_labels
 from prunelora.methods.random_labels import relabel_forget
 from prunelora.methods.run import unlearn_one
-
-
-@pytest.fixture
-def task(tiny_cfg, tiny_data):
-    data, splits = tiny_data
-    return UnlearnTask(data, splits, tiny_cfg)
 
 
 def _task_with(task, *overrides):
@@ -266,8 +261,7 @@ def test_every_method_runs_on_a_vit(tiny_overrides):
     from prunelora.runner import run
 
     overrides = [o for o in tiny_overrides if not o.startswith("model.")]
-    cfg = load_config(overrides=[*overrides, "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2",
-                                 "methods=all", "eval.evidence=[]", "eval.curves=false"])
+    cfg = load_config(overrides=[*overrides, *VIT_OVERRIDES, "methods=all", "eval.evidence=[]", "eval.curves=false"])
     results = run(cfg, progress=False, log=lambda *a: None)
     assert not [r for r in results["runs"] if "error" in r]
     assert {r["method"] for r in results["runs"]} == {"original", *resolve_config(cfg).methods}

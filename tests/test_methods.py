@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_vit_config
 from prunelora.config import load_config
 from prunelora.context import Context
 from prunelora.engine import Recipe, batches, fit, recalibrate_bn
-from prunelora.experiment import prepare, resolve_config, train_original
+from prunelora.experiment import resolve_config
 from prunelora.methods import METHODS, UnlearnTask, trainable_parameters
 from prunelora.methods.run import unlearn_one
 from prunelora.models import HEAD
@@ -28,25 +29,19 @@ def _assert_same_state(a: dict, b: dict) -> None:
         torch.testing.assert_close(value, b[key], rtol=0, atol=0, msg=f"{key} changed")
 
 
-@pytest.fixture
-def unlearn_task(tiny_cfg, tiny_data):
-    data, splits = tiny_data
-    return UnlearnTask(data, splits, tiny_cfg)
-
-
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_smoke(name, unlearn_task, trained_original, cpu_ctx):
+def test_method_smoke(name, task, trained_original, cpu_ctx):
     original = trained_original
     before = _state(original)
     grads = {n: p.requires_grad for n, p in original.named_parameters()}
-    model, record = unlearn_one(name, original, unlearn_task, cpu_ctx)
+    model, record = unlearn_one(name, original, task, cpu_ctx)
 
     assert model is not original
     assert not model.training
-    x = unlearn_task.data.normalise(unlearn_task.data.x_test[:5])
+    x = task.data.normalise(task.data.x_test[:5])
     with torch.no_grad():
         out = model(x)
-    assert out.shape == (5, unlearn_task.data.num_classes) and torch.isfinite(out).all()
+    assert out.shape == (5, task.data.num_classes) and torch.isfinite(out).all()
     assert record["time_s"] > 0 and record["peak_memory_mb"] > 0
     assert record["epochs"] == (0 if name == "ssd" else 1)  # SSD does not train
     # the original is untouched: same weights and buffers, no adapters attached, same trainable flags
@@ -64,11 +59,11 @@ def test_methods_are_registered_with_summaries():
         assert spec.name == name and spec.summary and callable(spec.fn)
 
 
-def test_prunelora_reports_pruning(unlearn_task, trained_original, cpu_ctx):
-    model, record = unlearn_one("prunelora", trained_original, unlearn_task, cpu_ctx)
+def test_prunelora_reports_pruning(task, trained_original, cpu_ctx):
+    model, record = unlearn_one("prunelora", trained_original, task, cpu_ctx)
     # the same layers pruned the same way on a copy of the original give the reference rows
     reference = copy.deepcopy(trained_original)
-    pruned = prune_l2_structured(reference, unlearn_task.layers(reference, "prune"), unlearn_task.config.pruning.amount)
+    pruned = prune_l2_structured(reference, task.layers(reference, "prune"), task.config.pruning.amount)
     convs = [n for n, m in trained_original.named_modules() if isinstance(m, nn.Conv2d)]
     assert list(pruned) == convs
     total = sum(m.out_channels // 2 for m in trained_original.modules() if isinstance(m, nn.Conv2d))
@@ -88,49 +83,41 @@ def test_prunelora_reports_pruning(unlearn_task, trained_original, cpu_ctx):
     assert len(record["history"]) == 1
 
 
-def test_prunelora_is_deterministic(unlearn_task, trained_original, cpu_ctx):
-    a, _ = unlearn_one("prunelora", trained_original, unlearn_task, cpu_ctx)
-    b, _ = unlearn_one("prunelora", trained_original, unlearn_task, cpu_ctx)
+def test_prunelora_is_deterministic(task, trained_original, cpu_ctx):
+    a, _ = unlearn_one("prunelora", trained_original, task, cpu_ctx)
+    b, _ = unlearn_one("prunelora", trained_original, task, cpu_ctx)
     _assert_same_state(_state(a), _state(b))
 
 
-def test_finetune_and_lora_info(unlearn_task, trained_original, cpu_ctx):
-    _, ft = unlearn_one("finetune", trained_original, unlearn_task, cpu_ctx)
+def test_finetune_and_lora_info(task, trained_original, cpu_ctx):
+    _, ft = unlearn_one("finetune", trained_original, task, cpu_ctx)
     assert ft["trainable_params"] == sum(p.numel() for p in trained_original.parameters())
     assert "pruned_rows" not in ft
-    _, lora = unlearn_one("lora", trained_original, unlearn_task, cpu_ctx)
+    _, lora = unlearn_one("lora", trained_original, task, cpu_ctx)
     assert "pruned_rows" not in lora and 0 < lora["trainable_params"] < ft["trainable_params"]
 
 
-def test_prunelora_on_vit_prunes_the_head(tiny_overrides):
-    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
-    cfg = resolve_config(load_config(overrides=overrides + [
-        "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2"]))
-    data, splits = prepare(cfg)
-    ctx = Context(torch.device("cpu"), seed=0, progress=False)
-    original, _ = train_original(cfg, data, ctx)
-    unlearn_task = UnlearnTask(data, splits, cfg)
-    model, record = unlearn_one("prunelora", original, unlearn_task, ctx)
+def test_prunelora_on_vit_prunes_the_head(vit_original, cpu_ctx):
+    data, splits, original = vit_original
+    cfg = tiny_vit_config()
+    task = UnlearnTask(data, splits, cfg)
+    model, record = unlearn_one("prunelora", original, task, cpu_ctx)
     # the last block's attention projection (16 rows -> 8) and the head (10 rows -> 5)
     assert record["pruned_layers"] == 2 and record["pruned_rows"] == 8 + 5 and record["lora_layers"] == 1
     reference = copy.deepcopy(original)
-    pruned = prune_l2_structured(reference, unlearn_task.layers(reference, "prune"), cfg.pruning.amount)
+    pruned = prune_l2_structured(reference, task.layers(reference, "prune"), cfg.pruning.amount)
     assert record["forget_head_rows_pruned"] == sorted(set(pruned[HEAD]) & {3})
     with torch.no_grad():
         assert model(data.normalise(data.x_test[:2])).shape == (2, 10)
 
 
-def test_prunelora_authors_code_trains_only_a_head_adapter(tiny_overrides, monkeypatch):
+def test_prunelora_authors_code_trains_only_a_head_adapter(vit_original, cpu_ctx, monkeypatch):
     """lora.targets=authors_code (what the authors' ViT code trained): LoRA on the pruned head alone, the head's
     weight and bias frozen; merged, only the head weight differs from the pruned model."""
     from prunelora.methods import prunelora as prunelora_module
 
-    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
-    cfg = resolve_config(load_config(overrides=overrides + [
-        "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2", "lora.targets=authors_code"]))
-    data, splits = prepare(cfg)
-    ctx = Context(torch.device("cpu"), seed=0, progress=False)
-    original, _ = train_original(cfg, data, ctx)
+    data, splits, original = vit_original
+    cfg = tiny_vit_config("lora.targets=authors_code")
     task = UnlearnTask(data, splits, cfg)
     seen = {}
     real_fit = prunelora_module.fit
@@ -142,7 +129,7 @@ def test_prunelora_authors_code_trains_only_a_head_adapter(tiny_overrides, monke
         return history
 
     monkeypatch.setattr(prunelora_module, "fit", spy)
-    model, record = unlearn_one("prunelora", original, task, ctx)
+    model, record = unlearn_one("prunelora", original, task, cpu_ctx)
     adapter = ["base_model.model.head.lora_A.default.weight", "base_model.model.head.lora_B.default.weight"]
     assert seen["trainable"] == adapter and sorted(seen["grads"]) == adapter
     assert all(g > 0 for g in seen["grads"].values())
@@ -276,22 +263,18 @@ def test_image_data_moves_whole(tiny_data):
 
 
 @pytest.mark.parametrize("rule, expected", [("prune", [3]), ("keep", [])])
-def test_forget_head_row_ablation_on_vit(tiny_overrides, rule, expected):
-    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
-    cfg = resolve_config(load_config(overrides=overrides + [
-        "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2", f"pruning.forget_head_rows={rule}"]))
-    data, splits = prepare(cfg)
-    ctx = Context(torch.device("cpu"), seed=0, progress=False)
-    original, _ = train_original(cfg, data, ctx)
-    _, record = unlearn_one("prunelora", original, UnlearnTask(data, splits, cfg), ctx)
+def test_forget_head_row_ablation_on_vit(vit_original, cpu_ctx, rule, expected):
+    data, splits, original = vit_original
+    cfg = tiny_vit_config(f"pruning.forget_head_rows={rule}")
+    _, record = unlearn_one("prunelora", original, UnlearnTask(data, splits, cfg), cpu_ctx)
     assert record["forget_head_rows_pruned"] == expected and record["pruned_rows"] == 8 + 5
 
 
-def test_forget_head_row_rule_needs_a_pruned_head(unlearn_task, trained_original, cpu_ctx):
+def test_forget_head_row_rule_needs_a_pruned_head(task, trained_original, cpu_ctx):
     from prunelora.errors import UserError
 
     cfg = resolve_config(load_config(overrides=["pruning.forget_head_rows=keep"]))
-    task = UnlearnTask(unlearn_task.data, unlearn_task.splits, cfg)
+    task = UnlearnTask(task.data, task.splits, cfg)
     with pytest.raises(UserError, match="needs the head among the pruned layers"):
         unlearn_one("prunelora", trained_original, task, cpu_ctx)
 

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from conftest import TINY_OVERRIDES as TINY
+from conftest import tiny_vit_config
 from prunelora.api import load_module
 from prunelora.cli import main
 from prunelora.config import load_config
-from prunelora.context import Context
 from prunelora.errors import UserError
-from prunelora.experiment import prepare, resolve_config, train_original
+from prunelora.experiment import resolve_config
 from prunelora.methods import UnlearnTask
 from prunelora.methods.run import unlearn_one
 from prunelora.models import create_model
@@ -41,19 +41,12 @@ def test_resnet_channels_removed(tiny_data, trained_original, unlearn_task_layer
 
 
 @pytest.fixture
-def unlearn_task_layers(tiny_cfg, tiny_data):
-    data, splits = tiny_data
-    return lambda model: UnlearnTask(data, splits, tiny_cfg).layers(model, "prune")
+def unlearn_task_layers(task):
+    return lambda model: task.layers(model, "prune")
 
 
-def _tiny_vit(tiny_overrides, *extra):
-    overrides = [o for o in tiny_overrides if not o.startswith("model.")]
-    return resolve_config(load_config(overrides=overrides + [
-        "model.name=vit-tiny", "model.width=16", "model.depth=2", "model.heads=2", *extra]))
-
-
-def test_vit_roots_and_removal(tiny_overrides):
-    cfg = _tiny_vit(tiny_overrides)
+def test_vit_roots_and_removal():
+    cfg = tiny_vit_config()
     model = create_model(cfg.model, 10, 1, 8)
     names = ["blocks.1.attn.proj", "blocks.0.mlp.fc2", "head"]
     assert removal_roots(model, names, "head") == ["blocks.1.attn.qkv", "blocks.0.mlp.fc1"]
@@ -95,12 +88,10 @@ def test_prunelora_with_removal(tiny_cfg, tiny_data, trained_original, cpu_ctx):
 
 
 
-def test_vit_prunelora_with_removal(tiny_overrides):
-    cfg = _tiny_vit(tiny_overrides, "pruning.mode=remove", "pruning.targets=all", "lora.targets=all")
-    data, splits = prepare(cfg)
-    ctx = Context(torch.device("cpu"), seed=0, progress=False)
-    original, _ = train_original(cfg, data, ctx)
-    model, record = unlearn_one("prunelora", original, UnlearnTask(data, splits, cfg), ctx)
+def test_vit_prunelora_with_removal(vit_original, cpu_ctx):
+    data, splits, original = vit_original
+    cfg = tiny_vit_config("pruning.mode=remove", "pruning.targets=all", "lora.targets=all")
+    model, record = unlearn_one("prunelora", original, UnlearnTask(data, splits, cfg), cpu_ctx)
     assert record["params_after"] < record["params_before"] and record["removed_layers"] > 0
     with torch.no_grad():
         assert model(data.normalise(data.x_test[:2])).shape == (2, 10)
