@@ -62,7 +62,7 @@ def test_attack_cannot_tell_two_retrains_apart_but_spots_the_original(tiny_cfg, 
     assert evidence.shadow_phis(inputs).shape == (4, len(splits.forget))
     key_before = list(evidence._SHADOWS)
     phis = evidence.shadow_phis(inputs)
-    assert list(evidence._SHADOWS) == key_before  # trained once, then reused
+    assert evidence.shadow_phis(inputs) is phis and list(evidence._SHADOWS) == key_before  # computed once, then reused
     assert len(list(cache.cache_dir().glob("shadow-*.safetensors"))) >= 4  # and kept on disk
     evidence._SHADOWS.clear()
     np.testing.assert_array_equal(evidence.shadow_phis(inputs), phis)  # reloaded from the model cache

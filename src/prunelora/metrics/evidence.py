@@ -181,29 +181,32 @@ _SHADOWS: dict[str, np.ndarray] = {}
 def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
     """(shadows, forget samples) logit-scaled confidences of models retrained from scratch on the retain set
     with the original's recipe and seeds 1_000_000 + k (never an experiment's seed)."""
-    cfg, data, splits = inputs.experiment, inputs.data, inputs.splits
-    forget = splits.forget
-    described = json.dumps([to_dict(cfg.data), to_dict(cfg.model), to_dict(cfg.train), forget.tolist(),
+    cfg = inputs.experiment
+    described = json.dumps([to_dict(cfg.data), to_dict(cfg.model), to_dict(cfg.train), inputs.splits.forget.tolist(),
                             inputs.config.attack_shadows], sort_keys=True)
-    key = f"{zlib.crc32(described.encode()):08x}-{len(described)}"
-    if key not in _SHADOWS:
-        phis = []
-        for k in range(inputs.config.attack_shadows):
-            seed = 1_000_000 + k
-            seed_everything(seed)
-            ctx = dataclasses.replace(inputs.ctx, seed=seed, meter=CostMeter(inputs.ctx.device))
-            model = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
-            # a shadow is a retrain with another seed: kept in the model cache like one
-            key, described = cache.model_key("shadow", cfg, seed, splits.retain, ctx)
-            if not (cfg.cache and cache.load("shadow", key, model) is not None):
-                fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"attack shadow {k + 1}")
-                if cfg.cache:
-                    cache.store("shadow", key, described, model, {})
-            logits = predict(model, data, data.x_train[forget.to(data.x_train.device)], ctx)
-            phis.append(logit_confidence(logits, data.y_train[forget].cpu().numpy()))
+    memo = f"{zlib.crc32(described.encode()):08x}-{len(described)}"
+    if memo not in _SHADOWS:
+        phis = np.stack([_shadow_phi(inputs, k) for k in range(inputs.config.attack_shadows)])
         _SHADOWS.clear()  # keep one request's shadows: they are all a run needs
-        _SHADOWS[key] = np.stack(phis)
-    return _SHADOWS[key]
+        _SHADOWS[memo] = phis
+    return _SHADOWS[memo]
+
+
+def _shadow_phi(inputs: EvidenceInput, k: int) -> np.ndarray:
+    """Shadow k's phi on the forget set; the shadow is a retrain with another seed, kept in the model cache like one."""
+    cfg, data, splits = inputs.experiment, inputs.data, inputs.splits
+    seed = 1_000_000 + k
+    seed_everything(seed)
+    ctx = dataclasses.replace(inputs.ctx, seed=seed, meter=CostMeter(inputs.ctx.device))
+    model = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
+    key, described = cache.model_key("shadow", cfg, seed, splits.retain, ctx)
+    if not (cfg.cache and cache.load("shadow", key, model) is not None):
+        fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"attack shadow {k + 1}")
+        if cfg.cache:
+            cache.store("shadow", key, described, model, {})
+    forget = splits.forget
+    logits = predict(model, data, data.x_train[forget.to(data.x_train.device)], ctx)
+    return logit_confidence(logits, data.y_train[forget].cpu().numpy())
 
 
 @register_evidence("attack", "U-LiRA-style attack: balanced accuracy % telling this model's forget samples from "
