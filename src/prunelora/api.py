@@ -17,7 +17,7 @@ from . import config as C
 from .checkpoints import load_weights, read_checkpoint, save_checkpoint
 from .environment import environment
 from .errors import UserError
-from .experiment import model_facts, open_experiment, prepare, resolve_config, train_original
+from .experiment import Experiment, model_facts, open_experiment, prepare, resolve_config, train_original
 from .files import atomic_write
 from .methods.run import unlearn_one
 from .metrics.evaluate import accuracy, predict
@@ -38,7 +38,8 @@ def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True) -> di
     return record
 
 
-def _test_accuracy(model: nn.Module, exp) -> float:
+def _test_accuracy(model: nn.Module, exp: Experiment) -> float:
+    """Top-1 accuracy (%) on the whole test set."""
     data = exp.data
     return accuracy(predict(model, data, data.x_test, exp.ctx), data.y_test.cpu().numpy())
 

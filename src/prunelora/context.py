@@ -19,7 +19,7 @@ class Context:
     device: torch.device
     seed: int = 0
     progress: bool = True  # show progress bars (off with --quiet)
-    meter: CostMeter = field(default=None)  # set per method by the runner
+    meter: CostMeter = field(default=None)  # a new one per measured step (the original, each method)
     amp: bool = False  # bf16 autocast (CUDA only)
     channels_last: bool | None = False  # NHWC activations for convolutions; None = on CUDA only
     compile: bool = False  # torch.compile the training forward
