@@ -54,6 +54,8 @@ class RecipeConfig(MethodConfig):
 
 @dataclass
 class UnlearnTask:
+    """What a method works on, and the services it shares with the other methods."""
+
     data: ImageData
     splits: Splits
     config: object  # the resolved ExperimentConfig (a variant's, for a variant)
@@ -131,13 +133,17 @@ class UnlearnTask:
 
 @dataclass
 class Unlearned:
-    model: nn.Module
+    """What a method returns."""
+
+    model: nn.Module  # a plain module (adapters merged, hooks removed), ready for evaluation
     epochs: int  # training epochs the method ran (for seconds per epoch)
     info: dict = field(default_factory=dict)  # facts for the report (trainable params, pruned rows, ...)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A registered method."""
+
     name: str
     fn: Callable[[nn.Module, UnlearnTask, object], Unlearned]
     summary: str
@@ -151,6 +157,9 @@ METHODS: Registry[MethodSpec] = Registry("method")
 def register_method(
     name: str, summary: str, uses: tuple[str, ...] = ("unlearn",), config: type[MethodConfig] = RecipeConfig
 ):
+    """Register the decorated function as method `name` (`summary` for `prunelora list`; `uses`: the config
+    sections its settings come from; `config`: its own hyper-parameters, `hparams.<name>.<key>`)."""
+
     def wrap(fn):
         METHODS.add(name, MethodSpec(name, fn, summary, uses, config))
         return fn
@@ -159,6 +168,7 @@ def register_method(
 
 
 def trainable_parameters(model: nn.Module) -> int:
+    """How many parameters of `model` require gradients (for the report)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
