@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -29,11 +30,20 @@ def tiny_vit_config(*extra: str):
     return resolve_config(load_config(overrides=[*overrides, *VIT_OVERRIDES, *extra]))
 
 
+_CACHE_DIR = pytest.StashKey[str]()
+
+
 def pytest_configure(config):
     # tiny models: one thread is faster than several (no synchronisation cost), and it matches threads=1
     torch.set_num_threads(1)
-    # models cached by tests stay in a throw-away directory, never the user's cache
-    os.environ["PRUNELORA_CACHE"] = tempfile.mkdtemp(prefix="prunelora-test-cache-")
+    # models cached by tests stay in a throw-away directory, never the user's cache (removed in pytest_unconfigure)
+    config.stash[_CACHE_DIR] = os.environ["PRUNELORA_CACHE"] = tempfile.mkdtemp(prefix="prunelora-test-cache-")
+
+
+def pytest_unconfigure(config):
+    cache_dir = config.stash.get(_CACHE_DIR, None)
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
