@@ -12,8 +12,9 @@ from prunelora.context import seed_everything
 from prunelora.engine import fit, recipe_from
 from prunelora.metrics import evidence
 from prunelora.metrics.attack import fit_reference, logit_confidence, scores, threshold_accuracy
+from prunelora.metrics.catalog import EVIDENCE
 from prunelora.metrics.evaluate import outputs
-from prunelora.metrics.evidence import EVIDENCE, EvidenceInput
+from prunelora.metrics.evidence import EvidenceInput
 from prunelora.models import create_model
 
 

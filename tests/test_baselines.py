@@ -216,9 +216,9 @@ def test_hparams_are_filled_and_checked():
         resolve_config(load_config(overrides=["hparams.salun.shar=0.2"]))
     with pytest.raises(UserError, match="hparams.salu: unknown method 'salu'. Did you mean 'salun'"):
         resolve_config(load_config(overrides=["hparams.salu.share=0.2"]))
-    with pytest.raises(UserError, match="hparams.salun.share must be in"):
+    with pytest.raises(UserError, match=r"hparams.salun.share is 1.5; it must be in \(0, 1\]"):
         resolve_config(load_config(overrides=["hparams.salun.share=1.5"]))
-    with pytest.raises(UserError, match="hparams.grad_ascent.lr must be positive"):
+    with pytest.raises(UserError, match="hparams.grad_ascent.lr is -1.0; it must be a positive finite number"):
         resolve_config(load_config(overrides=["hparams.grad_ascent.lr=-1"]))
     with pytest.raises(UserError, match="hparams.retrain.lr"):
         resolve_config(load_config(overrides=["hparams.retrain.lr=0.1"]))  # retrain uses train.*

@@ -79,17 +79,89 @@ def test_unknown_section():
     ("save_models=1", "'save_models' expects bool"),
     ("unlearn.epochs=true", "'unlearn.epochs' expects int"),
     ("data=3", "'data' must be a mapping"),
-    ("unlearn.epochs=0", "unlearn.epochs must be a positive integer"),
-    ("pruning.amount=1.0", r"pruning.amount must be in \[0, 1\)"),
-    ("unlearn.bn=sometimes", "unlearn.bn must be"),
-    ("unlearn.optimizer=rmsprop", "unlearn.optimizer must be sgd, adam or adamw"),
-    ("data.image_size=4", "at least 8 pixels"),
+    ("unlearn.epochs=0", "^unlearn.epochs is 0; it must be a positive integer$"),
+    ("pruning.amount=1.0", r"^pruning.amount is 1.0; it must be in \[0, 1\)"),
+    ("unlearn.bn=sometimes", "^unlearn.bn is 'sometimes'; it must be one of recalibrate, train, frozen, refit$"),
+    ("unlearn.optimizer=rmsprop", "^unlearn.optimizer is 'rmsprop'; it must be sgd, adam or adamw$"),
+    ("data.image_size=4", "^data.image_size is 4; it must be at least 8 pixels$"),
     ("forget.classes=[]", "forget.classes is empty"),
-    ("threads=0", "threads must be a positive integer"),
+    ("threads=0", "^threads is 0; it must be a positive integer$"),
+    # seeds: what numpy and torch generators take, for the seed and every seed derived from it
+    ("seed=-1", r"^seed is -1; it must be an integer from 0 to 2147483647$"),
+    ("seed=18446744073709551616", r"^seed is 18446744073709551616; it must be an integer from 0 to 2147483647$"),
+    ("seed=2147483648", r"^seed is 2147483648; it must be"),
+    ("seeds=[0,-2]", r"^seeds\[1\] is -2; it must be an integer from 0 to 2147483647$"),
+    ("data.split_seed=-1", r"^data.split_seed is -1; it must be an integer from 0"),
+    ("forget.seed=4294967296", r"^forget.seed is 4294967296; it must be an integer from 0"),
+    # non-finite numbers, wherever a float is read
+    ("unlearn.lr=.inf", r"^unlearn.lr is inf; it must be a finite number$"),
+    ("unlearn.lr=nan", r"^unlearn.lr is nan; it must be a finite number$"),
+    ("train.lr=1e999", r"^train.lr is inf; it must be a finite number$"),
+    ("lora.alpha=nan", r"^lora.alpha is nan; it must be a finite number$"),
+    ("train.label_smoothing=nan", r"^train.label_smoothing is nan; it must be a finite number$"),
+    ("eval.relearn_lr=-.inf", r"^eval.relearn_lr is -inf; it must be a finite number$"),
+    # ranges and signs
+    ("train.label_smoothing=5", r"^train.label_smoothing is 5.0; it must be in \[0, 1\)$"),
+    ("unlearn.label_smoothing=-0.1", r"^unlearn.label_smoothing is -0.1; it must be in \[0, 1\)$"),
+    ("lora.alpha=-16", r"^lora.alpha is -16.0; it must be a positive number"),
+    ("lora.alpha=0", r"^lora.alpha is 0.0; it must be a positive number"),
+    ("lora.dropout=1", r"^lora.dropout is 1.0; it must be in \[0, 1\)$"),
+    ("unlearn.lr=0", r"^unlearn.lr is 0.0; it must be a positive finite number"),
+    ("train.weight_decay=-1e-4", r"^train.weight_decay is -0.0001; it must be a finite number >= 0$"),
+    ("data.test_fraction=1", r"^data.test_fraction is 1.0; it must be in \(0, 1\)"),
+    ("forget.fraction=0", r"^forget.fraction is 0.0; it must be in \(0, 1\)"),
+    ("eval.attack_shadows=1", r"^eval.attack_shadows is 1; it must be at least 2"),
+    ("device=gpu", r"^device is 'gpu'; it must be auto, cpu, cuda or cuda:N$"),
+    ("pruning.targets=layer[", r"^pruning.targets is 'layer\[', which is neither a preset nor a valid regex"),
+    ("methods=all,lora", r"^methods is all,lora: 'all' already runs every method and cannot be combined"),
 ])
 def test_wrong_values_raise(override, message):
     with pytest.raises(UserError, match=message):
         C.load_config(overrides=[override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hparams.salun.share=1.5", r"^hparams.salun.share is 1.5; it must be in \(0, 1\]$"),
+    ("hparams.scrub.gamma=-1", r"^hparams.scrub.gamma is -1.0; it must be a number >= 0$"),
+    ("hparams.grad_ascent.lr=.inf", r"^hparams.grad_ascent.lr is inf; it must be a finite number$"),
+    ("hparams.salun.share=.nan", r"^hparams.salun.share is nan; it must be a finite number$"),
+    ("hparams.bad_teacher.retain_share=2", r"^hparams.bad_teacher.retain_share is 2.0; it must be in \[0, 1\]$"),
+])
+def test_wrong_method_settings_raise(override, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(C.load_config(overrides=[override]))
+
+
+def test_largest_seed_derives_seeds_the_generators_take():
+    """Every seed derived from the largest allowed one is accepted by torch.Generator and numpy: a method's seed,
+    the loop's augmentation stream (* 7919 + rank + 1), LoRA dropout (* 1000 + layer), Bad Teacher (+ 1), SCRUB
+    (+ epoch), the attack's shadows, MixUp's stream; and one past it is refused."""
+    import numpy as np
+    import torch
+
+    from prunelora.methods.run import method_seed
+
+    C.load_config(overrides=[f"seed={C.SEED_MAX}", f"data.split_seed={C.SEED_MAX}", f"forget.seed={C.SEED_MAX}"])
+    for name in METHODS.names():
+        s = method_seed(C.SEED_MAX, name)
+        for derived in (s, s * 7919 + 64, s * 1000 + 999, s + 1, s + 100):
+            torch.Generator().manual_seed(derived)
+            np.random.default_rng(derived)
+            np.random.default_rng([derived, 0x6D6978])
+        np.random.seed(s % 2**32)
+    with pytest.raises(UserError, match="seed is 2147483648"):
+        C.load_config(overrides=[f"seed={C.SEED_MAX + 1}"])
+
+
+def test_config_file_that_is_a_folder(tmp_path):
+    with pytest.raises(UserError, match=f"^config file '{tmp_path}' is a directory; pass a YAML file to --config$"):
+        C.load_config(tmp_path)
+
+
+def test_timm_model_takes_no_architecture_keys():
+    with pytest.raises(UserError, match=r"^model 'timm:nosuchnet' has no 'width'; remove model.width \(a timm model "
+                                        r"is set by its name alone\)$"):
+        resolve_config(C.load_config(overrides=["model.name=timm:nosuchnet", "model.width=4"]))
 
 
 def test_parse_override():

@@ -4,42 +4,48 @@
     results = prunelora.run(prunelora.load_config(overrides=["forget.classes=[3]"]), out="runs/demo")
     prunelora.train(cfg, "runs/original")
     prunelora.unlearn("runs/original/model.safetensors", "prunelora", "runs/unlearned")
+
+Each function checks its inputs and outputs (config, checkpoint, where it writes) before it imports PyTorch or
+trains anything; a problem is a UserError. No output may replace what the command reads.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from . import config as C
-from .checkpoints import load_weights, read_checkpoint, save_checkpoint
-from .environment import environment
+from .checkpoints import read_config
 from .errors import UserError
-from .experiment import Experiment, model_facts, open_experiment, prepare, resolve_config, train_original
-from .files import atomic_write
-from .methods.run import unlearn_one
-from .metrics.evaluate import accuracy, predict
-from .metrics.scoring import combine_metrics, evaluate_model
-from .models import create_model
-from .pruning import match_shapes
+from .files import atomic_write, check_out_file, inside, same_path, to_json
+from .resolve import check_out, checkpoint_config, resolve_config
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .experiment import Experiment
 
 
 def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True) -> dict:
     """Train the original model on the whole train set; write OUT/model.safetensors (+ .yaml, metrics.json)."""
+    from .checkpoints import save_checkpoint
+    from .environment import environment
+    from .experiment import model_facts, open_experiment, train_original
+
     out = Path(out)
     exp = open_experiment(cfg, progress, out)
     model, record = train_original(exp.config, exp.data, exp.ctx)
     record["test_acc"] = _test_accuracy(model, exp)
     record["environment"] = environment(exp.ctx.device, exp.ctx.meter.kind)
     save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "original", **model_facts(exp.data)})
-    atomic_write(out / "metrics.json", json.dumps(record, indent=2))
+    atomic_write(out / "metrics.json", to_json(record))
     return record
 
 
 def _test_accuracy(model: nn.Module, exp: Experiment) -> float:
     """Top-1 accuracy (%) on the whole test set."""
+    from .metrics.evaluate import accuracy, predict
+
     data = exp.data
     return accuracy(predict(model, data, data.x_test, exp.ctx), data.y_test.cpu().numpy())
 
@@ -52,6 +58,8 @@ def load_model(checkpoint: str | Path, overrides: list[str] = (), config_file: s
 
 def load_module(checkpoint: str | Path) -> nn.Module:
     """The model of a checkpoint as a plain `nn.Module` in eval mode (channels removed or not)."""
+    from .experiment import prepare
+
     state, cfg, extra = _load(checkpoint)
     if "num_classes" in extra:
         shape = (extra["num_classes"], extra["in_chans"], extra["image_size"])
@@ -61,17 +69,20 @@ def load_module(checkpoint: str | Path) -> nn.Module:
 
 
 def _load(checkpoint, overrides: list[str] = (), config_file: str | None = None):
-    state, saved, extra = read_checkpoint(checkpoint)
-    fixed = C.from_dict(C.ExperimentConfig, saved)  # the checkpoint's own settings, newer keys at their defaults
-    cfg = resolve_config(C.load_config(config_file, overrides, base=saved))
-    for section in ("model", "data"):
-        if getattr(cfg, section) != getattr(fixed, section):
-            raise UserError(f"the checkpoint fixes the {section} settings; remove the {section}.* overrides")
+    """(state dict, resolved config, extra facts): the config checked before the tensors are read."""
+    from .checkpoints import read_checkpoint
+
+    cfg, _ = checkpoint_config(checkpoint, overrides, config_file)
+    state, _, extra = read_checkpoint(checkpoint)
     return state, cfg, extra
 
 
 def _build(state: dict, cfg: C.ExperimentConfig, shape: tuple[int, int, int], checkpoint, extra: dict) -> nn.Module:
     """The model of `cfg` for (classes, channels, image size), shrunk to the checkpoint's removed channels."""
+    from .checkpoints import load_weights
+    from .models import create_model
+    from .pruning import match_shapes
+
     model = create_model(cfg.model, *shape)
     if extra.get("channels_removed"):
         match_shapes(model, state)
@@ -86,9 +97,19 @@ def unlearn(
     checkpoint: str | Path, method: str, out: str | Path, overrides: list[str] = (),
     config_file: str | None = None, progress: bool = True,
 ) -> dict:
-    """Unlearn a saved model with one method; write the unlearned model and its metrics to OUT."""
-    state, cfg, extra = _load(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
+    """Unlearn a saved model with one method; write the unlearned model and its metrics to OUT (never the folder of
+    the checkpoint it reads)."""
     out = Path(out)
+    cfg, _ = checkpoint_config(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
+    check_out(cfg, out, {"--checkpoint": checkpoint})
+
+    from .checkpoints import save_checkpoint
+    from .environment import environment
+    from .experiment import model_facts, open_experiment
+    from .methods.run import unlearn_one
+    from .metrics.scoring import combine_metrics, evaluate_model
+
+    state, cfg, extra = _load(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
     exp = open_experiment(cfg, progress, out)
     original = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
     model, record = unlearn_one(method, original, exp.task(), exp.ctx)
@@ -96,49 +117,49 @@ def unlearn(
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb", "history")}
     facts = model_facts(exp.data, extra.get("channels_removed", False) or "removed_layers" in record)
     save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "unlearned", "method": method, **facts})
-    atomic_write(out / "metrics.json", json.dumps({
+    atomic_write(out / "metrics.json", to_json({
         "method": method, "seed": exp.config.seed, "metrics": metrics, "info": info,
         "environment": environment(exp.ctx.device, exp.ctx.meter.kind),
-    }, indent=2))
+    }))
     return metrics
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path, overrides: list[str] = (), config_file: str | None = None, out: str | Path | None = None
 ) -> dict:
-    """UA, RA, TA, MIA... of a saved model for the forget request in its config (or the overrides)."""
+    """UA, RA, TA, MIA... of a saved model for the forget request in its config (or the overrides); with `out`, also
+    written there as JSON (never over the checkpoint or its config)."""
+    checkpoint_config(checkpoint, overrides, config_file)
+    if out is not None:
+        check_out_file(out)
+        ckpt = Path(checkpoint)
+        if same_path(out, ckpt) or same_path(out, ckpt.with_suffix(".yaml")):
+            raise UserError(f"--out '{out}' is the checkpoint being evaluated (or its config); pass another file name, "
+                            "e.g. metrics.json")
+
+    from .experiment import open_experiment
+    from .metrics.scoring import evaluate_model
+
     state, cfg, extra = _load(checkpoint, overrides, config_file)
-    if out is not None and Path(out).is_dir():
-        raise UserError(f"--out '{out}' is a directory; evaluate writes one JSON file, pass a file name")
     exp = open_experiment(cfg, progress=False)
     model = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
     metrics = evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx)
     metrics["test_acc"] = _test_accuracy(model, exp)
     if out is not None:
-        atomic_write(out, json.dumps(metrics, indent=2))
+        atomic_write(out, to_json(metrics))
     return metrics
 
 
 def export(run_dir: str | Path, method: str, out: str | Path, seed: int | None = None) -> dict:
     """Write method `method`'s model of a finished run (LoRA merged, masks or removed channels baked in) to
     OUT (safetensors + config), checked to load back with identical outputs. The run must have saved its
-    models (`save_models=true`)."""
+    models (`save_models=true`); only its own models/ is read, and OUT lies outside the run."""
+    source, out = export_source(run_dir, method, out, seed)
+
     import torch
 
-    run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"--run '{run_dir}' is not a prunelora run directory (no config.yaml); pass the --out of a prunelora run")
-    cfg = C.load_config(run_dir / "config.yaml")
-    if cfg.seeds and seed is None:
-        raise UserError(f"run '{run_dir}' has seeds {cfg.seeds}; pick one with --seed")
-    suffix = f"-seed{seed}" if cfg.seeds else ""
-    source = run_dir / "models" / f"{method}{suffix}.safetensors"
-    if not source.is_file():
-        saved = sorted(p.stem for p in (run_dir / "models").glob("*.safetensors")) if (run_dir / "models").is_dir() else []
-        hint = f"saved: {', '.join(saved)}" if saved else "run it again with save_models=true"
-        raise UserError(f"run '{run_dir}' has no saved model for '{method}{suffix}' ({hint})")
-    if out.is_dir():
-        raise UserError(f"--out '{out}' is a directory; pass a .safetensors file name")
+    from .checkpoints import read_checkpoint, save_checkpoint
+
     model = load_module(source)
     _, config, extra = read_checkpoint(source)
     params = sum(p.numel() for p in model.parameters())
@@ -149,6 +170,44 @@ def export(run_dir: str | Path, method: str, out: str | Path, seed: int | None =
     if not same:  # a bug, not a user error
         raise RuntimeError(f"exported model '{out}' does not reproduce the run's outputs")
     return {"path": str(out), "method": method, "params": params, "channels_removed": extra.get("channels_removed", False)}
+
+
+def export_source(run_dir: str | Path, method: str, out: str | Path, seed: int | None = None) -> tuple[Path, Path]:
+    """(the saved model to export, the file to write) after every check of `export`'s arguments."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--run '{run_dir}' is not a prunelora run directory (no config.yaml); pass the --out of a prunelora run")
+    cfg = resolve_config(C.load_config(run_dir / "config.yaml"))
+    if method not in cfg.methods:
+        raise UserError(f"--method '{method}' did not run in '{run_dir}'; it ran {', '.join(cfg.methods)}")
+    if cfg.seeds and seed is None:
+        raise UserError(f"run '{run_dir}' has seeds {cfg.seeds}; pick one with --seed")
+    if cfg.seeds and seed not in cfg.seeds:
+        raise UserError(f"--seed {seed} is not a seed of run '{run_dir}'; it has seeds {cfg.seeds}")
+    if not cfg.seeds and seed is not None and seed != cfg.seed:
+        raise UserError(f"--seed {seed} is not the seed of run '{run_dir}', which ran seed {cfg.seed} alone; drop --seed")
+    if cfg.forget.sequence is not None:
+        raise UserError(f"run '{run_dir}' is a sequence of requests, whose models are saved per request "
+                        "(models/<method>-request<K>.safetensors); load those with prunelora.load_module")
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out '{out}' must name a .safetensors file (its config is written beside it as .yaml), "
+                        f"e.g. {out.with_suffix('.safetensors')}")
+    check_out_file(out)
+    models = run_dir / "models"
+    if any(same_path(out.parent, folder) for folder in (run_dir, models)):
+        raise UserError(f"--out '{out}' lies in run '{run_dir}', whose files export reads; pass a path outside it")
+    source = models / f"{method}{f'-seed{seed}' if cfg.seeds else ''}.safetensors"
+    if not source.is_file():
+        saved = sorted(p.stem for p in models.glob("*.safetensors")) if models.is_dir() else []
+        hint = f"saved: {', '.join(saved)}" if saved else "run it again with save_models=true"
+        raise UserError(f"run '{run_dir}' has no saved model for '{source.stem}' ({hint})")
+    if not inside(source, models):
+        raise UserError(f"'{source}' links outside the run's models/; export reads only the models a run saved")
+    saved, _ = read_config(source)
+    if any(saved.get(key) != C.to_dict(cfg).get(key) for key in ("data", "model", "forget")):
+        raise UserError(f"'{source}' was written by an earlier config of '{run_dir}'; run it again (with --force) to "
+                        "save this config's models")
+    return source, out
 
 
 __all__ = ["evaluate_checkpoint", "export", "load_model", "load_module", "train", "unlearn"]

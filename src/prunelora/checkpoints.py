@@ -1,26 +1,31 @@
 """Model files: prunelora's checkpoints (safetensors with the resolved config inside, never pickle) and a user's
-weights (`model.init`: safetensors, or a state dict read with `weights_only=True`)."""
+weights (`model.init`: safetensors, or a state dict read with `weights_only=True`). A checkpoint's config is read
+from its header without importing PyTorch (`read_config`), so that the command line checks it at once."""
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
-from torch import nn
-
-from . import dist
 from .errors import UserError
 from .files import atomic_write
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 FORMAT = "prunelora-checkpoint-1"
+MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dict | None = None) -> None:
     """Model weights as safetensors, the resolved config in its metadata and as YAML beside it."""
     import yaml
+    from safetensors.torch import save_file
+
+    from . import dist
 
     if not dist.world().main:  # the state's copy to the CPU only where it is written
         return
@@ -31,26 +36,59 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dic
     atomic_write(path.with_suffix(".yaml"), yaml.safe_dump(config, sort_keys=False))
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """(state dict, config dict, extra dict) of a prunelora checkpoint; a bad file is a UserError."""
+def read_config(path: str | Path) -> tuple[dict, dict]:
+    """(config dict, extra dict) of a prunelora checkpoint, from its header alone (no PyTorch, no tensors read);
+    a bad file is a UserError."""
     path = Path(path)
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise UserError(f"checkpoint '{path}' {problem}; pass the .safetensors file written by prunelora train")
+    unreadable = f"checkpoint '{path}' is not a readable safetensors file"
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            header = json.loads(f.read(size)) if 0 < size <= MAX_HEADER else None
+    except OSError as err:
+        raise UserError(f"{unreadable} ({err.strerror}); pass a file written by prunelora") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise UserError(f"{unreadable} (no valid header); pass a file written by prunelora")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"checkpoint '{path}' was not written by prunelora (no config inside); pass a file written by "
+                        "prunelora train or unlearn")
+    try:
+        config, extra = json.loads(meta.get("config", "")), json.loads(meta.get("extra", "{}"))
+    except (json.JSONDecodeError, TypeError):
+        config = extra = None
+    if not isinstance(config, dict) or not isinstance(extra, dict):
+        raise UserError(f"checkpoint '{path}' holds a damaged config (its metadata is not a JSON mapping); write it "
+                        "again with prunelora train, unlearn or export")
+    return config, extra
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(state dict, config dict, extra dict) of a prunelora checkpoint; a bad file is a UserError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config, extra = read_config(path)
+    try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"checkpoint '{path}' is not a readable safetensors file ({err}); pass a file written by prunelora") from None
-    if meta.get("format") != FORMAT:
-        raise UserError(f"checkpoint '{path}' was not written by prunelora (no config inside); pass a file written by prunelora train or unlearn")
-    return state, json.loads(meta["config"]), json.loads(meta.get("extra", "{}"))
+    return state, config, extra
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from a user's file: safetensors, or a PyTorch state dict read with weights_only=True (never
     unpickling code). A {"state_dict": ...} or {"model": ...} wrapper is unwrapped."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model.init file '{path}' does not exist; pass a .safetensors or state-dict .pt file")

@@ -1,16 +1,23 @@
-"""`prunelora` command line: run, train, unlearn, evaluate, export, report, list. Each subcommand calls the Python API."""
+"""`prunelora` command line: run, train, unlearn, evaluate, export, report, list. Each subcommand calls the Python API.
+
+It starts fast: this module imports no PyTorch (nor timm, peft, scikit-learn, matplotlib). `--help`, `--version`,
+`list` and every mistake in the settings answer before PyTorch is imported; a command imports it once its config,
+checkpoint and output folder are checked.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from . import config as C
 from .errors import UserError
+from .files import to_json
+from .resolve import check_out, resolve_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,10 +34,13 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="prunelora", description="Machine unlearning of image classifiers: PruneLoRA and baselines.")
+    parser.add_argument("--version", action="version", version=f"prunelora {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("run", help="train the original, run every method, print the comparison table")
     _common(p, "output directory (default: runs/<date-time>); started again, a run continues where it stopped")
-    p.add_argument("--force", action="store_true", help="start over in an --out that holds a run of another config")
+    p.add_argument("--force", action="store_true",
+                   help="start over: remove what an earlier run wrote in --out (results, reports, plots, progress/, "
+                        "models/), whatever its config")
     _common(sub.add_parser("train", help="train the original model and save it"), "output directory (default: runs/original)")
     p = sub.add_parser("unlearn", help="unlearn a saved model with one method")
     _common(p, "output directory (default: runs/unlearn-<method>)")
@@ -42,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write one method's model of a run (saved with save_models=true) as a file")
     p.add_argument("--run", required=True, help="the --out directory of a prunelora run")
     p.add_argument("--method", required=True, help="method (or variant) name")
-    p.add_argument("--out", required=True, help="the .safetensors file to write (its config goes beside it)")
-    p.add_argument("--seed", type=int, help="which seed, for a run with several")
+    p.add_argument("--out", required=True, help="the .safetensors file to write (its config goes beside it), outside the run")
+    p.add_argument("--seed", type=int, help="which seed, for a run with several (a run of one seed takes only its own)")
     p = sub.add_parser("report", help="merge runs into one table (markdown, CSV, LaTeX) with plots")
     p.add_argument("runs", nargs="+", metavar="DIR", help="directories written by prunelora run")
     p.add_argument("--out", help="where to write report.md/.csv/.tex and the PNGs (default: the first DIR)")
@@ -75,13 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:  # a diverging loss: no traceback, but not a success either
         print(f"prunelora: error: {err}; lower the learning rate (train.lr / unlearn.lr)", file=sys.stderr)
         return 1
+    except OSError as err:  # the disk or the file system failed us: every file written so far is whole
+        where = f": '{err.filename}'" if err.filename else ""
+        print(f"prunelora: error: {err.strerror or err}{where}; files written before are complete, nothing is half "
+              "written; free space or fix permissions, then run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("prunelora: interrupted", file=sys.stderr)
         return 130
     finally:
-        from . import dist
-
-        dist.shutdown()
+        dist = sys.modules.get(f"{__package__}.dist")  # only a command that imported it may have a process group
+        if dist is not None:
+            dist.shutdown()
 
 
 def _log(args):
@@ -89,12 +104,13 @@ def _log(args):
 
 
 def cmd_run(args) -> int:
+    cfg = resolve_config(C.load_config(args.config, args.overrides))
+    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    check_out(cfg, out)
+
+    from . import dist
     from .report.tables import completed, failures, main_table
     from .runner import run
-
-    cfg = C.load_config(args.config, args.overrides)
-    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    from . import dist
 
     results = run(cfg, out, progress=not args.quiet, log=_log(args), force=args.force)
     failed = failures(results)
@@ -107,21 +123,23 @@ def cmd_run(args) -> int:
 
 
 def cmd_train(args) -> int:
+    cfg = resolve_config(C.load_config(args.config, args.overrides))
+    out = Path(args.out or "runs/original")
+    check_out(cfg, out)
+
     from .api import train
 
-    cfg = C.load_config(args.config, args.overrides)
-    out = Path(args.out or "runs/original")
     record = train(cfg, out, progress=not args.quiet)
     print(f"test accuracy {record['test_acc']:.2f}% in {record['time_s']:.1f} s; wrote {out}/model.safetensors")
     return 0
 
 
 def cmd_unlearn(args) -> int:
-    from .api import unlearn
+    from .api import unlearn  # checks the checkpoint, its config and --out before it imports PyTorch
 
     out = Path(args.out or f"runs/unlearn-{args.method}")
     metrics = unlearn(args.checkpoint, args.method, out, args.overrides, config_file=args.config, progress=not args.quiet)
-    print(json.dumps(metrics, indent=2))
+    print(to_json(metrics))
     print(f"wrote {out}/model.safetensors, metrics.json", file=sys.stderr)
     return 0
 
@@ -130,26 +148,26 @@ def cmd_evaluate(args) -> int:
     from .api import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, args.overrides, config_file=args.config, out=args.out)
-    print(json.dumps(metrics, indent=2))
+    print(to_json(metrics))
     return 0
 
 
 def cmd_export(args) -> int:
     from .api import export
 
-    print(json.dumps(export(args.run, args.method, args.out, args.seed), indent=2))
+    print(to_json(export(args.run, args.method, args.out, args.seed)))
     return 0
 
 
 def cmd_report(args) -> int:
+    from .files import check_out_dir
     from .report.merge import load_runs, setups_note
     from .report.summary import summary_rows, to_markdown
     from .report.write import write_report
 
     results = load_runs(args.runs)
     out = Path(args.out or args.runs[0])
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; pass a directory")
+    check_out_dir(out)
     written = write_report(results, out)
     print(to_markdown(summary_rows(results)))
     if note := setups_note(results):
@@ -159,8 +177,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .data import DATASETS
-    from .methods import METHODS
+    from .data.catalog import DATASETS
+    from .methods.catalog import METHODS
+    from .metrics.catalog import EVIDENCE
     from .models import MODELS, target_presets
 
     print("methods (settings: hparams.<method>.<key>; each can also set epochs, lr, optimizer, batch_size,")
@@ -179,8 +198,10 @@ def cmd_list(args) -> int:
     print("  timm:<name>      any timm architecture (model.pretrained=true fetches weights; targets: paper)")
     print("data sets:")
     for name in DATASETS:
-        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:<16} {doc}")
+        print(f"  {name:<16} {DATASETS.get(name).summary}")
+    print("evidence metrics (eval.evidence):")
+    for name in EVIDENCE:
+        print(f"  {name:<16} {EVIDENCE.get(name).summary}")
     return 0
 
 

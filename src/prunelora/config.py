@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ from .errors import UserError
 BN_MODES = ("recalibrate", "train", "frozen", "refit")  # BatchNorm during unlearning, see UnlearnConfig.bn
 DECAY_MODES = ("all", "weights")  # which parameters weight decay applies to, see TrainConfig.decay
 PAPER_METHODS = ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
+# every seed (seed, seeds, data.split_seed, forget.seed) is in [0, SEED_MAX]: the seeds derived from it (a method's
+# seed * 1_000_003 + ..., then * 7919 or * 1000 + ... inside the loops) stay within what torch.Generator (unsigned
+# 64-bit) and numpy take
+SEED_MAX = 2**31 - 1
 
 
 @dataclass
@@ -38,10 +43,12 @@ class DataConfig:
     augment: str | None = None  # none | crop | flip | crop_flip; None = the data set's (CIFAR: crop_flip, SVHN: crop)
 
     def __post_init__(self):
-        _check(0.0 < self.test_fraction < 1.0, "data.test_fraction must be in (0, 1)")
-        _check(self.image_size is None or self.image_size >= 8, "data.image_size must be at least 8 pixels")
-        _check(self.augment in (None, "none", "crop", "flip", "crop_flip"),
-               f"data.augment is {self.augment!r}; it must be none, crop, flip or crop_flip")
+        require(_finite(self.test_fraction) and 0.0 < self.test_fraction < 1.0, "data.test_fraction", self.test_fraction,
+                "in (0, 1), e.g. 0.2")
+        check_seed("data.split_seed", self.split_seed)
+        require(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size, "at least 8 pixels")
+        require(self.augment in (None, "none", "crop", "flip", "crop_flip"), "data.augment", self.augment,
+                "none, crop, flip or crop_flip")
 
 
 @dataclass
@@ -57,7 +64,7 @@ class ModelConfig:
     def __post_init__(self):
         for key in ("width", "depth", "heads", "patch_size"):
             value = getattr(self, key)
-            _check(value is None or value > 0, f"model.{key} must be a positive integer")
+            require(value is None or value > 0, f"model.{key}", value, "a positive integer")
 
 
 @dataclass
@@ -80,9 +87,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_recipe("train", self)
-        _check(math.isfinite(self.mixup) and self.mixup >= 0,
-               f"train.mixup is {self.mixup}; it must be a finite number >= 0 (0 = off)")
-        _check(self.decay in DECAY_MODES, f"train.decay is {self.decay!r}; it must be one of {', '.join(DECAY_MODES)}")
+        require(_finite(self.mixup) and self.mixup >= 0, "train.mixup", self.mixup, "a finite number >= 0 (0 = off)")
+        require(self.decay in DECAY_MODES, "train.decay", self.decay, f"one of {', '.join(DECAY_MODES)}")
 
 
 @dataclass
@@ -121,11 +127,13 @@ class PruningConfig:
     mode: str = "mask"
 
     def __post_init__(self):
-        _check(0.0 <= self.amount < 1.0, "pruning.amount must be in [0, 1)")
-        _check(self.mode in ("mask", "remove"), "pruning.mode must be mask or remove")
+        require(_finite(self.amount) and 0.0 <= self.amount < 1.0, "pruning.amount", self.amount, "in [0, 1), e.g. 0.5")
+        require(self.mode in ("mask", "remove"), "pruning.mode", self.mode, "mask or remove")
+        require(self.forget_head_rows in ("l2", "keep", "prune"), "pruning.forget_head_rows", self.forget_head_rows,
+                "l2, keep or prune")
         _check(self.mode == "mask" or self.forget_head_rows == "l2",
                "pruning.forget_head_rows needs pruning.mode=mask (mode=remove keeps the head whole)")
-        _check(self.forget_head_rows in ("l2", "keep", "prune"), "pruning.forget_head_rows must be l2, keep or prune")
+        check_targets("pruning.targets", self.targets)
 
 
 @dataclass
@@ -136,8 +144,11 @@ class LoraConfig:
     targets: str = "paper"  # a preset of the model family (see `prunelora list`) or a regex over module names
 
     def __post_init__(self):
-        _check(self.r is None or self.r > 0, "lora.r must be a positive integer")
-        _check(0.0 <= self.dropout < 1.0, "lora.dropout must be in [0, 1)")
+        require(self.r is None or self.r > 0, "lora.r", self.r, "a positive integer")
+        require(self.alpha is None or (_finite(self.alpha) and self.alpha > 0), "lora.alpha", self.alpha,
+                "a positive number (the update is scaled by alpha / r)")
+        require(_finite(self.dropout) and 0.0 <= self.dropout < 1.0, "lora.dropout", self.dropout, "in [0, 1)")
+        check_targets("lora.targets", self.targets)
 
 
 @dataclass
@@ -160,7 +171,9 @@ class ForgetConfig:
                             f"(set the other to null, e.g. forget.classes=null)")
         _check(self.classes is None or len(self.classes) > 0,
                "forget.classes is empty: name at least one class, e.g. forget.classes=[3]")
-        _check(self.fraction is None or 0.0 < self.fraction < 1.0, "forget.fraction must be in (0, 1), e.g. 0.1")
+        require(self.fraction is None or (_finite(self.fraction) and 0.0 < self.fraction < 1.0), "forget.fraction",
+                self.fraction, "in (0, 1), e.g. 0.1")
+        check_seed("forget.seed", self.seed)
         _check(self.sequence is None or (len(self.sequence) > 0 and all(len(r) > 0 for r in self.sequence)),
                "forget.sequence needs at least one non-empty request, e.g. forget.sequence=[[3],[5]]")
 
@@ -185,10 +198,11 @@ class EvalConfig:
     attack_shadows: int = 4  # shadow models retrained from scratch for the `attack` metric (opt-in: it trains them)
 
     def __post_init__(self):
-        _check(self.batch_size > 0, "eval.batch_size must be a positive integer")
-        _check(self.relearn_samples > 0 and self.relearn_steps > 0, "eval.relearn_samples and eval.relearn_steps must be positive")
-        _check(self.relearn_lr > 0, "eval.relearn_lr must be positive")
-        _check(self.attack_shadows >= 2, "eval.attack_shadows must be at least 2 (a spread needs two models)")
+        require(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
+        require(self.relearn_samples > 0, "eval.relearn_samples", self.relearn_samples, "a positive integer")
+        require(self.relearn_steps > 0, "eval.relearn_steps", self.relearn_steps, "a positive integer")
+        require(_finite(self.relearn_lr) and self.relearn_lr > 0, "eval.relearn_lr", self.relearn_lr, "a positive number")
+        require(self.attack_shadows >= 2, "eval.attack_shadows", self.attack_shadows, "at least 2 (a spread needs two models)")
 
 
 @dataclass
@@ -222,7 +236,14 @@ class ExperimentConfig:
 
     def __post_init__(self):
         _check(len(self.methods) > 0, "methods is empty: name at least one, e.g. methods=prunelora")
-        _check(self.threads is None or self.threads > 0, "threads must be a positive integer")
+        if "all" in self.methods and len(self.methods) > 1:
+            raise UserError(f"methods is {','.join(self.methods)}: 'all' already runs every method and cannot be "
+                            "combined with other names; write methods=all, or list the methods you want")
+        require(self.threads is None or self.threads > 0, "threads", self.threads, "a positive integer")
+        require(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)), "device", self.device, "auto, cpu, cuda or cuda:N")
+        check_seed("seed", self.seed)
+        for i, seed in enumerate(self.seeds):
+            check_seed(f"seeds[{i}]", seed)
         _check(len(set(self.seeds)) == len(self.seeds), "seeds lists a seed twice; name each once")
 
 
@@ -231,17 +252,48 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Unless `ok`, a UserError naming the key, its value and what is allowed: "lora.alpha is -16.0; it must be ..."."""
+    if not ok:
+        raise UserError(f"{key} is {value!r}; it must be {allowed}" if isinstance(value, str)
+                        else f"{key} is {value}; it must be {allowed}")
+
+
+def check_seed(key: str, seed: int) -> None:
+    require(isinstance(seed, int) and 0 <= seed <= SEED_MAX, key, seed, f"an integer from 0 to {SEED_MAX}")
+
+
+def check_targets(key: str, targets: str) -> None:
+    """A layer selection is a preset name or a regex; a regex that does not compile is refused here (whether it
+    selects any layer is known once the model is built: `experiment.check_layers`)."""
+    try:
+        re.compile(targets)
+    except re.error as err:
+        raise UserError(f"{key} is {targets!r}, which is neither a preset nor a valid regex ({err}); "
+                        "see `prunelora list` for the presets") from None
+
+
 def check_recipe(section: str, recipe: Any) -> None:
     """The checks every recipe section shares (train, unlearn, a method's hparams), naming `section` in the error."""
-    _check(recipe.epochs is None or recipe.epochs > 0, f"{section}.epochs must be a positive integer")
-    _check(recipe.batch_size is None or recipe.batch_size > 0, f"{section}.batch_size must be a positive integer")
-    _check(recipe.weight_decay is None or recipe.weight_decay >= 0, f"{section}.weight_decay must be >= 0")
-    _check(recipe.lr is None or recipe.lr > 0, f"{section}.lr must be positive")
-    _check(
-        recipe.optimizer in (None, "sgd", "adam", "adamw"), f"{section}.optimizer must be sgd, adam or adamw"
-    )
-    _check(getattr(recipe, "bn", None) in (None, *BN_MODES), f"{section}.bn must be one of {', '.join(BN_MODES)}")
-    _check(getattr(recipe, "schedule", "constant") in ("onecycle", "constant"), f"{section}.schedule must be onecycle or constant")
+    require(recipe.epochs is None or recipe.epochs > 0, f"{section}.epochs", recipe.epochs, "a positive integer")
+    require(recipe.batch_size is None or recipe.batch_size > 0, f"{section}.batch_size", recipe.batch_size,
+            "a positive integer")
+    require(recipe.weight_decay is None or (_finite(recipe.weight_decay) and recipe.weight_decay >= 0),
+            f"{section}.weight_decay", recipe.weight_decay, "a finite number >= 0")
+    require(recipe.lr is None or (_finite(recipe.lr) and recipe.lr > 0), f"{section}.lr", recipe.lr,
+            "a positive finite number, e.g. 1e-3")
+    require(recipe.optimizer in (None, "sgd", "adam", "adamw"), f"{section}.optimizer", recipe.optimizer,
+            "sgd, adam or adamw")
+    bn = getattr(recipe, "bn", None)
+    require(bn in (None, *BN_MODES), f"{section}.bn", bn, f"one of {', '.join(BN_MODES)}")
+    schedule = getattr(recipe, "schedule", "constant")
+    require(schedule in ("onecycle", "constant"), f"{section}.schedule", schedule, "onecycle or constant")
+    smoothing = getattr(recipe, "label_smoothing", 0.0)
+    require(_finite(smoothing) and 0.0 <= smoothing < 1.0, f"{section}.label_smoothing", smoothing, "in [0, 1)")
 
 
 # ---------------------------------------------------------------- dict <-> dataclass, with strict keys
@@ -295,13 +347,16 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 
 def _scalar(hint: type, value: Any, key: str) -> Any:
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-        try:
-            return float(value)
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            number = float(value)
         except ValueError:
-            pass
+            number = None
+        except OverflowError:  # an integer past float's range
+            number = math.inf
+        if number is not None:
+            require(math.isfinite(number), key, number, "a finite number")
+            return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -348,10 +403,14 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file '{path}' is a directory; pass a YAML file to --config")
     if not path.is_file():
         raise UserError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
     try:
         values = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise UserError(f"config file '{path}' cannot be read ({err.strerror}); pass a readable YAML file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"config file '{path}' is not valid YAML ({first}); fix the file") from None

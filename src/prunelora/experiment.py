@@ -8,7 +8,6 @@ set, reloaded from the model cache, or read from `model.init`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,8 @@ from . import config as C
 from .checkpoints import load_weights, read_state_dict
 from .context import Context, pick_device, seed_everything, set_threads
 from .data import (
-    DATASETS,
     ImageData,
     Splits,
-    default_forget,
     load_dataset,
     make_sample_splits,
     make_splits,
@@ -35,9 +32,13 @@ from .data import (
 from .engine import fit, recipe_from
 from .errors import UserError
 from .meter import CostMeter
-from .methods import UnlearnTask, resolve_methods
-from .metrics.evidence import EVIDENCE
-from .models import create_model, get_spec
+from .methods import METHODS, UnlearnTask
+from .methods.variants import base_method, variant_config
+from .models import TIMM_PREFIX, arch_of, check_timm_name, classifier_name, create_model, get_spec, select_layers
+from .resolve import check_out, resolve_config
+
+__all__ = ["Experiment", "check_model", "make_context", "model_facts", "open_experiment", "prepare", "request_splits",
+           "resolve_config", "train_original"]
 
 
 @dataclass
@@ -60,33 +61,38 @@ class Experiment:
 
 
 def open_experiment(cfg: C.ExperimentConfig, progress: bool = True, out: str | Path | None = None) -> Experiment:
-    """Resolve `cfg`, check `out` (a directory to write, if given), make the context, load and split the data.
-    Every user error in the settings is raised here, before anything is written."""
+    """Resolve `cfg`, check `out` (a directory to write, if given), make the context, load and split the data,
+    check the model against it. Every user error in the settings is raised here, before anything is trained or
+    written."""
     cfg = resolve_config(cfg)
     if out is not None:
-        check_out_dir(Path(out))
+        check_out(cfg, out)
+    if cfg.model.name.startswith(TIMM_PREFIX):
+        check_timm_name(cfg.model.name[len(TIMM_PREFIX):])
     ctx = make_context(cfg, progress)
     data, splits = prepare(cfg, ctx.device)
+    check_model(cfg, data)
     return Experiment(cfg, ctx, data, splits)
 
 
-def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
-    """Check names and fill every `None` with the model preset's value; the result is what runs."""
-    cfg = copy.deepcopy(cfg)
-    spec = get_spec(cfg.model.name)
-    DATASETS.get(cfg.data.name)
-    resolve_methods(cfg)
-    if cfg.forget.kind == "classes" and cfg.forget.classes is None and cfg.forget.sequence is None:
-        cfg.forget.classes = default_forget(cfg.data.name)
-    for name in cfg.eval.evidence:
-        EVIDENCE.get(name)
-    t, d = cfg.train, spec.train_defaults
-    t.epochs, t.optimizer = t.epochs or d.epochs, t.optimizer or d.optimizer
-    t.lr = t.lr if t.lr is not None else d.lr
-    t.weight_decay = t.weight_decay if t.weight_decay is not None else d.weight_decay
-    cfg.lora.r = cfg.lora.r or spec.lora_r
-    cfg.lora.alpha = cfg.lora.alpha if cfg.lora.alpha is not None else spec.lora_alpha
-    return cfg
+def check_model(cfg: C.ExperimentConfig, data: ImageData) -> None:
+    """What needs the model built (on the meta device: no memory, no initialisation): its architecture fits the
+    data, and each method's (and variant's) pruning and LoRA targets select layers."""
+    with torch.device("meta"):
+        model = create_model(dataclasses.replace(cfg.model, pretrained=False), data.num_classes, data.in_chans,
+                             data.image_size)
+    family, depth = get_spec(cfg.model.name).family, arch_of(cfg.model).get("depth")
+    for name in cfg.methods:
+        settings = variant_config(cfg, name) if name in cfg.variants else cfg
+        uses = METHODS.get(base_method(cfg, name)).uses
+        if "pruning" in uses:
+            pruned = select_layers(model, family, settings.pruning.targets, "prune", depth)
+            rows = settings.pruning.forget_head_rows
+            if rows != "l2" and classifier_name(model) not in pruned:
+                raise UserError(f"pruning.forget_head_rows={rows} needs the head among the pruned layers, but "
+                                f"pruning.targets={settings.pruning.targets} does not prune it")
+        if "lora" in uses:
+            select_layers(model, family, settings.lora.targets, "lora", depth)
 
 
 def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
@@ -121,11 +127,6 @@ def request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
     if forget.sequence is not None:  # the classes of every request together
         return make_splits(data.y_train, data.y_test, resolve_classes([c for request in forget.sequence for c in request], data.classes))
     return make_splits(data.y_train, data.y_test, resolve_classes(forget.classes, data.classes))
-
-
-def check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; pass a directory (it is created if missing)")
 
 
 def model_facts(data: ImageData, channels_removed: bool = False) -> dict:

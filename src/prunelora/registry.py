@@ -1,8 +1,11 @@
-"""A tiny name -> object registry with errors that list the valid names and suggest a close match."""
+"""A tiny name -> object registry with errors that list the valid names and suggest a close match, and `resolve`,
+which imports a declared function only when it is first used (so that names, summaries and settings are known
+without importing PyTorch)."""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -16,6 +19,14 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}'.{hint} Valid: {', '.join(sorted(known))}."
+
+
+def resolve(target: Callable | str) -> Callable:
+    """`target` itself, or for 'package.module:name' that module's attribute (the module imported on first use)."""
+    if not isinstance(target, str):
+        return target
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class Registry(Generic[T]):

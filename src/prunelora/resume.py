@@ -2,7 +2,7 @@
 need) is written atomically under OUT/progress/ as soon as it is done. A run started again with the same
 --out and the same config loads those and runs only the rest; a different config there, or another set-up
 (device, threads, processes: the times would not compare), is refused unless --force, which starts the run
-over."""
+over: what an earlier run wrote there (results, reports, plots, progress/, models/) is removed first."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import yaml
 
 from . import dist
 from .errors import UserError
-from .files import atomic_write, finite
+from .files import atomic_write, to_json
 
 
 class Progress:
@@ -24,6 +24,10 @@ class Progress:
         self.dir = Path(out) / "progress"
         self.config, self.config_path, self.started = config, Path(out) / "config.yaml", False
         self.setup = setup or {}  # where the run is timed: results from another set-up do not mix with these
+        if force:  # start over: nothing an earlier run wrote here stays
+            if dist.world().main:
+                clear_run(Path(out))
+            return
         saved = self.config_path
         if saved.is_file():
             try:
@@ -32,24 +36,18 @@ class Progress:
                 before = None
             if before != config:
                 where = first_difference(before, config) if isinstance(before, dict) else "config.yaml"
-                self._refuse_or_reset(force, f"--out '{out}' holds a run with another config ({where} differs); use "
-                                             "another --out, or --force to start it over")
+                raise UserError(f"--out '{out}' holds a run with another config ({where} differs); use another --out, "
+                                "or --force to start it over")
         try:
             before = json.loads((self.dir / "setup.json").read_text())
         except (OSError, json.JSONDecodeError):
             return  # nothing finished yet, or a run from before set-ups were recorded
         if before != self.setup:
-            key = first_difference(before, self.setup)
-            self._refuse_or_reset(force, f"--out '{out}' holds a run started on another set-up ({key} was "
-                                         f"{before.get(key)}, now {self.setup.get(key)}); its times and memory would mix "
-                                         "with this one's. Resume it there, use another --out, or --force to start it over")
-
-    def _refuse_or_reset(self, force: bool, message: str) -> None:
-        """Without --force, a UserError; with it, what the directory holds is dropped."""
-        if not force:
-            raise UserError(message)
-        if dist.world().main:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            key = first_difference(before, self.setup) if isinstance(before, dict) else "setup.json"
+            was = before.get(key) if isinstance(before, dict) else "unreadable"
+            raise UserError(f"--out '{out}' holds a run started on another set-up ({key} was {was}, now "
+                            f"{self.setup.get(key)}); its times and memory would mix with this one's. Resume it there, "
+                            "use another --out, or --force to start it over")
 
     def _path(self, seed: int, name: str, suffix: str) -> Path:
         return self.dir / f"seed{seed}-{name}{suffix}"
@@ -80,7 +78,20 @@ class Progress:
             buf = io.BytesIO()
             np.savez(buf, train=outputs[0], test=outputs[1])
             atomic_write(self._path(seed, name, ".npz"), buf.getvalue())
-        atomic_write(self._path(seed, name, ".json"), json.dumps(finite(entry), allow_nan=False))
+        atomic_write(self._path(seed, name, ".json"), to_json(entry, indent=None))
+
+
+def clear_run(out: Path) -> None:
+    """Remove what a run wrote in `out`: its files (`report.write.RUN_FILES`), progress/ and models/, and the
+    temporary files of writes that were interrupted. Anything else there stays."""
+    from .report.write import RUN_FILES, RUN_FOLDERS
+
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for folder in RUN_FOLDERS:
+        shutil.rmtree(out / folder, ignore_errors=True)
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def first_difference(a: dict, b: dict, prefix: str = "") -> str:

@@ -1,18 +1,29 @@
-"""Data sets (in-memory uint8 tensors) and forget/retain/test splits."""
+"""Data sets (in-memory uint8 tensors) and forget/retain/test splits.
 
-from . import vision  # noqa: F401  (registers the on-disk data sets)
-from .datasets import DATASETS, ImageData, default_forget, load_dataset
-from .splits import Splits, make_sample_splits, make_splits, random_indices, read_indices, resolve_classes
+`catalog.py` names every data set and is read without PyTorch; the rest (`datasets.py`, `vision.py`, `splits.py`) is
+imported when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .catalog import DATASETS, default_forget
+
+_LAZY = {
+    "ImageData": "datasets", "load_dataset": "datasets",
+    "Splits": "splits", "make_sample_splits": "splits", "make_splits": "splits", "random_indices": "splits",
+    "read_indices": "splits", "resolve_classes": "splits",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-           "DATASETS",
-           "ImageData",
-           "Splits",
-           "default_forget",
-           "load_dataset",
-           "make_sample_splits",
-           "make_splits",
-           "random_indices",
-           "read_indices",
-           "resolve_classes",
+    "DATASETS", "ImageData", "Splits", "default_forget", "load_dataset", "make_sample_splits", "make_splits",
+    "random_indices", "read_indices", "resolve_classes",
 ]

@@ -10,6 +10,7 @@ import codecs
 import dataclasses
 import gzip
 import importlib.util
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import UserError
-from ..registry import Registry
+from .catalog import DATASETS
 
 
 @dataclass
@@ -60,22 +61,23 @@ class ImageData:
         return (x.float() / 255.0 - mean) / std
 
 
-DATASETS: Registry = Registry("data set")
-# the class a request forgets when forget.* is not set: one the original confuses with others, as CIFAR-10's cat
-# with dog in the paper (animal-mnist: cat with dog and horse); class 3 elsewhere (CIFAR-10's cat)
-DEFAULT_FORGET = {"animal-mnist": ["cat"]}
-
-
-def default_forget(name: str) -> list[int | str]:
-    return list(DEFAULT_FORGET.get(name, [3]))
-
-
 def load_dataset(config) -> ImageData:
-    """Load the data set named by a DataConfig; `data.augment` overrides the data set's own augmentation."""
-    data = DATASETS.get(config.name)(config)
+    """Load the data set named by a DataConfig (loaders: `catalog.py`); `data.augment` overrides the data set's own
+    augmentation. A class without a training sample is a UserError: nothing could learn or forget it."""
+    data = DATASETS.get(config.name).load(config)
     if config.augment is not None:
         data.augment = config.augment
+    check_classes(data, config)
     return data
+
+
+def check_classes(data: ImageData, config) -> None:
+    counts = torch.bincount(data.y_train.cpu(), minlength=data.num_classes)
+    empty = [data.classes[i] for i in range(data.num_classes) if counts[i] == 0]
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise UserError(f"data set '{data.name}' leaves class '{empty[0]}'{more} without a training sample; lower "
+                        f"data.test_fraction (now {config.test_fraction}) or add training images of that class")
 
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,13 +101,17 @@ def stratified_split(labels: np.ndarray, config) -> tuple[np.ndarray, np.ndarray
     samples, `data.test_fraction` held out per class (stratified), drawn with `data.split_seed`."""
     from sklearn.model_selection import train_test_split
 
+    n, k = len(labels), len(np.unique(labels))
+    held_out = math.ceil(config.test_fraction * n)  # as train_test_split counts it
+    if min(held_out, n - held_out) < k:
+        raise UserError(f"data.test_fraction is {config.test_fraction}; with {n} images of {k} classes it must leave "
+                        f"each class train and test images: between {k / n:.4g} and {1 - k / n:.4g}")
     idx_train, idx_test = train_test_split(
         np.arange(len(labels)), test_size=config.test_fraction, stratify=labels, random_state=config.split_seed
     )
     return np.sort(idx_train), np.sort(idx_test)
 
 
-@DATASETS.register("digits")
 def load_digits(config) -> ImageData:
     """scikit-learn's handwritten digits: 1,797 8x8 grey images, 10 classes; ships with scikit-learn.
 
@@ -177,7 +183,6 @@ def _animal_dir(config) -> Path:
     return folder
 
 
-@DATASETS.register("animal-mnist")
 def load_animal_mnist(config) -> ImageData:
     """Animal-MNIST: 10,000 28x28 grey silhouettes of 10 animals (MIT), from the animal-mnist wheel.
 

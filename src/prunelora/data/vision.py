@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .datasets import DATASETS, ArrayUnpickler, ImageData, channel_stats, resize_uint8, stratified_split
+from .datasets import ArrayUnpickler, ImageData, channel_stats, resize_uint8, stratified_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -104,13 +104,11 @@ def _cifar(config, name: str) -> ImageData:
     return _finish(name, x_train, y_train, x_test, y_test, meta[spec.meta["key"]], config, 32, "crop_flip")
 
 
-@DATASETS.register("cifar10")
 def load_cifar10(config) -> ImageData:
     """CIFAR-10 (python batches, cifar-10-batches-py/ under data.root), checksums verified."""
     return _cifar(config, "cifar10")
 
 
-@DATASETS.register("cifar100")
 def load_cifar100(config) -> ImageData:
     """CIFAR-100, fine labels (cifar-100-python/ under data.root), checksums verified."""
     return _cifar(config, "cifar100")
@@ -139,13 +137,11 @@ def _mnist_like(config, name: str, folder_name: str, classes: list[str]) -> Imag
     return _finish(name, x_train, y_train, x_test, y_test, classes, config, 28)
 
 
-@DATASETS.register("mnist")
 def load_mnist(config) -> ImageData:
     """MNIST idx files (MNIST/raw/ under data.root)."""
     return _mnist_like(config, "mnist", "MNIST", [str(i) for i in range(10)])
 
 
-@DATASETS.register("fashionmnist")
 def load_fashionmnist(config) -> ImageData:
     """Fashion-MNIST idx files (FashionMNIST/raw/ under data.root)."""
     from torchvision.datasets import FashionMNIST
@@ -153,7 +149,6 @@ def load_fashionmnist(config) -> ImageData:
     return _mnist_like(config, "fashionmnist", "FashionMNIST", list(FashionMNIST.classes))
 
 
-@DATASETS.register("svhn")
 def load_svhn(config) -> ImageData:
     """SVHN cropped digits (train_32x32.mat, test_32x32.mat under data.root), checksums verified."""
     from scipy.io import loadmat
@@ -214,7 +209,6 @@ def _classes(folder: Path) -> list[str]:
     return classes
 
 
-@DATASETS.register("imagefolder")
 def load_imagefolder(config) -> ImageData:
     """Your own images: data.root/train/<class>/*.png|jpg and data.root/test/<class>/..., or data.root/<class>/...
     split by `data.test_fraction` (stratified, `data.split_seed`). Class names come from the folder names."""

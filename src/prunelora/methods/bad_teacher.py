@@ -11,28 +11,12 @@ default one epoch is five steps (about 80 on CIFAR-10); lr 1e-4 gave UA 6, lr 1e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..engine import fit
-from ..errors import UserError
 from ..models import create_model
 from .losses import kl_to_teacher
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
-
-
-@dataclass
-class BadTeacherConfig(RecipeConfig):
-    epochs: int | None = 1
-    lr: float | None = 1e-3
-    optimizer: str | None = "adam"
-    temperature: float = 1.0  # KL temperature T
-    retain_share: float = 0.3  # share of the retain set distilled from the original
-
-    def __post_init__(self):
-        if not 0.0 <= self.retain_share <= 1.0 or self.temperature <= 0:
-            raise UserError("hparams.bad_teacher: retain_share must be in [0, 1] and temperature > 0")
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
 def random_teacher(task: UnlearnTask, seed: int, device: torch.device) -> torch.nn.Module:
@@ -43,7 +27,6 @@ def random_teacher(task: UnlearnTask, seed: int, device: torch.device) -> torch.
     return task.original_like(model)
 
 
-@register_method("bad_teacher", "distil the original on retain, a random model on forget (Bad Teacher)", config=BadTeacherConfig)
 def bad_teacher(model, task: UnlearnTask, ctx) -> Unlearned:
     hp, recipe = task.hparams, task.unlearn_recipe()
     good, bad = task.original_like(model), random_teacher(task, ctx.seed + 1, ctx.device)

@@ -10,28 +10,11 @@ Ours: lr 1e-3, `unlearn.epochs`, BatchNorm frozen. On the default (two forget ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from ..engine import batches, fit
-from ..errors import UserError
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
-
-
-@dataclass
-class BoundaryShrinkConfig(RecipeConfig):
-    # batches of forget samples alone would normalise with their own statistics, which the evaluated
-    # model (running statistics of all data) never sees: measured, training then does not carry over
-    bn: str | None = "frozen"
-    optimizer: str | None = "sgd"
-    lr: float | None = 1e-3
-    bound: float = 0.1  # FGSM step size = L-inf bound, in [0, 1] pixel units
-
-    def __post_init__(self):
-        if not 0.0 < self.bound <= 1.0:
-            raise UserError("hparams.boundary_shrink.bound must be in (0, 1]")
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
 def nearest_other_class(model, data, index: torch.Tensor, ctx, bound: float, batch_size: int = 256) -> torch.Tensor:
@@ -52,7 +35,6 @@ def nearest_other_class(model, data, index: torch.Tensor, ctx, bound: float, bat
     return torch.cat(out)
 
 
-@register_method("boundary_shrink", "fine-tune forget samples toward their nearest other class (Boundary Shrink)", config=BoundaryShrinkConfig)
 def boundary_shrink(model, task: UnlearnTask, ctx) -> Unlearned:
     frozen = task.original_like(model)
     forget = task.splits.forget

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..engine import fit
-from .protocol import Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
 def finetune_all(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
@@ -17,6 +17,5 @@ def finetune_all(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     return Unlearned(model, recipe.epochs, info)
 
 
-@register_method("finetune", "fine-tune all weights on the retain set")
 def finetune(model, task: UnlearnTask, ctx) -> Unlearned:
     return finetune_all(model, task, ctx, prune=False)

@@ -8,24 +8,12 @@ nothing moves; on the default, lr 1e-4, 1e-3, 3e-3 and 1e-2 gave UA 0, 0, 0 and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 
 from ..engine import fit
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
-@dataclass
-class GradAscentConfig(RecipeConfig):
-    # batches of forget samples alone would normalise with their own statistics, which the evaluated
-    # model (running statistics of all data) never sees: measured, training then does not carry over
-    bn: str | None = "frozen"
-    optimizer: str | None = "sgd"
-    lr: float | None = 1e-2
-
-
-@register_method("grad_ascent", "gradient ascent on the forget set (GA)", config=GradAscentConfig)
 def grad_ascent(model, task: UnlearnTask, ctx) -> Unlearned:
     unfreeze(model)
     recipe = task.unlearn_recipe()

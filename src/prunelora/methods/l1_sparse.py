@@ -9,26 +9,13 @@ UA 100, with RA 98.5 and 99.4.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 
 from ..engine import fit
-from ..errors import UserError
 from .losses import l1_norm, linear_decay
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
-@dataclass
-class L1SparseConfig(RecipeConfig):
-    alpha: float = 1e-4  # initial weight of the L1 penalty (per unit of summed |w|)
-
-    def __post_init__(self):
-        if self.alpha < 0:
-            raise UserError("hparams.l1_sparse.alpha must be >= 0")
-
-
-@register_method("l1_sparse", "fine-tune on retain with a decaying L1 penalty (l1-sparse)", config=L1SparseConfig)
 def l1_sparse(model, task: UnlearnTask, ctx) -> Unlearned:
     params = list(unfreeze(model).parameters())
     recipe = task.unlearn_recipe()

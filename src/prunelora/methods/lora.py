@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from .protocol import Unlearned, UnlearnTask, register_method
+from .protocol import Unlearned, UnlearnTask
 from .prunelora import adapt
 
 
-@register_method("lora", "LoRA adapters + head on the retain set, no pruning", ("unlearn", "lora"))
 def lora(model, task: UnlearnTask, ctx) -> Unlearned:
     return adapt(model, task, ctx, prune=False)

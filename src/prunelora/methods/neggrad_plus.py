@@ -9,25 +9,12 @@ UA 100 with RA 89.9, 99.4 and 99.1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 
 from ..engine import fit
-from ..errors import UserError
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
-@dataclass
-class NegGradPlusConfig(RecipeConfig):
-    beta: float = 0.999  # weight of the retain loss; 1 - beta weighs the (negated) forget loss
-
-    def __post_init__(self):
-        if not 0.0 <= self.beta <= 1.0:
-            raise UserError("hparams.neggrad_plus.beta must be in [0, 1]")
-
-
-@register_method("neggrad_plus", "descend on retain, ascend on forget (NegGrad+)", config=NegGradPlusConfig)
 def neggrad_plus(model, task: UnlearnTask, ctx) -> Unlearned:
     unfreeze(model)
     beta, forget = task.hparams.beta, task.forget_mask(ctx.device)

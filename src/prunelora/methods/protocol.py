@@ -1,16 +1,16 @@
 """The method protocol: what a method receives and returns, how it registers, and the services the task offers it.
 
-A method is a function `(model, task, ctx) -> Unlearned`, registered with `@register_method(name, summary, uses,
-config)`. It gets a copy of the original model (which it may modify), the `UnlearnTask` (data, splits, the resolved
-config, its own hyper-parameters, and services: its recipe, pruning, layer selection, frozen copies) and the
-context (device, seed, meter), and returns a plain `nn.Module` ready for evaluation plus facts worth reporting.
+A method is a function `(model, task, ctx) -> Unlearned`, declared in `catalog.py` (name, summary, the config
+sections it uses, its own settings) or registered with `@register_method(name, summary, uses, config)`. It gets a
+copy of the original model (which it may modify), the `UnlearnTask` (data, splits, the resolved config, its own
+hyper-parameters, and services: its recipe, pruning, layer selection, frozen copies) and the context (device, seed,
+meter), and returns a plain `nn.Module` ready for evaluation plus facts worth reporting.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,36 +20,7 @@ from ..engine import Recipe, recipe_from
 from ..errors import UserError
 from ..models import arch_of, classifier_name, get_spec, select_layers
 from ..pruning import count_zero_rows, prune_l2_structured, remove_channels
-from ..registry import Registry
-
-
-@dataclass
-class MethodConfig:
-    """A method's own hyper-parameters (hparams.<method>.<key>); this base has none."""
-
-    def apply(self, recipe: Recipe) -> Recipe:
-        return recipe
-
-
-@dataclass
-class RecipeConfig(MethodConfig):
-    """The hyper-parameters of a method that trains with the `unlearn` recipe: where it differs from that
-    section (None = the section's value). A method's own config subclasses this, adds its fields and may
-    set other defaults (e.g. gradient ascent's smaller learning rate)."""
-
-    epochs: int | None = None  # passes over the method's main data stream
-    lr: float | None = None
-    optimizer: str | None = None  # sgd | adam | adamw
-    batch_size: int | None = None  # images per step
-    weight_decay: float | None = None
-    bn: str | None = None  # BatchNorm mode (see unlearn.bn)
-
-    def apply(self, recipe: Recipe) -> Recipe:
-        for f in fields(RecipeConfig):
-            value = getattr(self, f.name)
-            if value is not None:
-                setattr(recipe, f.name, value)
-        return recipe
+from .catalog import METHODS, MethodConfig, MethodSpec, RecipeConfig, register_method
 
 
 @dataclass
@@ -140,33 +111,6 @@ class Unlearned:
     info: dict = field(default_factory=dict)  # facts for the report (trainable params, pruned rows, ...)
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method."""
-
-    name: str
-    fn: Callable[[nn.Module, UnlearnTask, object], Unlearned]
-    summary: str
-    uses: tuple[str, ...]  # config sections that set this method's hyper-parameters
-    config: type[MethodConfig] = RecipeConfig  # its own hyper-parameters (hparams.<name>.<key>)
-
-
-METHODS: Registry[MethodSpec] = Registry("method")
-
-
-def register_method(
-    name: str, summary: str, uses: tuple[str, ...] = ("unlearn",), config: type[MethodConfig] = RecipeConfig
-):
-    """Register the decorated function as method `name` (`summary` for `prunelora list`; `uses`: the config
-    sections its settings come from; `config`: its own hyper-parameters, `hparams.<name>.<key>`)."""
-
-    def wrap(fn):
-        METHODS.add(name, MethodSpec(name, fn, summary, uses, config))
-        return fn
-
-    return wrap
-
-
 def trainable_parameters(model: nn.Module) -> int:
     """How many parameters of `model` require gradients (for the report)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -177,3 +121,9 @@ def unfreeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(True)
     return model
+
+
+__all__ = [
+    "METHODS", "MethodConfig", "MethodSpec", "RecipeConfig", "UnlearnTask", "Unlearned", "register_method",
+    "trainable_parameters", "unfreeze",
+]

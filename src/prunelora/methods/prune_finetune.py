@@ -7,9 +7,8 @@ zero: gradient updates revive them, and the report says how many stayed zero.
 from __future__ import annotations
 
 from .finetune import finetune_all
-from .protocol import Unlearned, UnlearnTask, register_method
+from .protocol import Unlearned, UnlearnTask
 
 
-@register_method("prune_finetune", "L2-prune the target layers, then fine-tune all weights", ("unlearn", "pruning"))
 def prune_finetune(model, task: UnlearnTask, ctx) -> Unlearned:
     return finetune_all(model, task, ctx, prune=True)

@@ -19,7 +19,7 @@ import re
 from ..adapters import add_lora, merge_lora
 from ..engine import fit
 from ..models import classifier_name
-from .protocol import Unlearned, UnlearnTask, register_method, trainable_parameters
+from .protocol import Unlearned, UnlearnTask, trainable_parameters
 
 
 def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
@@ -41,6 +41,5 @@ def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     return Unlearned(merged, recipe.epochs, info)
 
 
-@register_method("prunelora", "L2-prune, then LoRA on the pruned layers + head, on the retain set", ("unlearn", "pruning", "lora"))
 def prunelora(model, task: UnlearnTask, ctx) -> Unlearned:
     return adapt(model, task, ctx, prune=True)

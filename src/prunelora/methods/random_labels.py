@@ -12,7 +12,7 @@ import torch
 
 from ..engine import fit
 from .losses import random_wrong_labels
-from .protocol import Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
 def relabel_forget(task: UnlearnTask, seed: int) -> torch.Tensor:
@@ -31,7 +31,6 @@ def train_random_labels(model, task: UnlearnTask, ctx, desc: str) -> list[dict]:
                labels=relabel_forget(task, ctx.seed), bn_index=task.splits.retain)
 
 
-@register_method("random_labels", "forget samples relabelled at random, plus retain (RL)")
 def random_labels(model, task: UnlearnTask, ctx) -> Unlearned:
     unfreeze(model)
     history = train_random_labels(model, task, ctx, "random_labels")

@@ -7,10 +7,9 @@ import time
 from .. import cache
 from ..engine import fit
 from ..models import create_model
-from .protocol import MethodConfig, Unlearned, UnlearnTask, register_method
+from .protocol import Unlearned, UnlearnTask
 
 
-@register_method("retrain", "exact unlearning: train from scratch on the retain set (the original's recipe)", ("train",), MethodConfig)
 def retrain(model, task: UnlearnTask, ctx) -> Unlearned:
     data, cfg = task.data, task.config
     fresh = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))

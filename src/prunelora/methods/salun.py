@@ -13,24 +13,11 @@ gradient is always zero stays exactly the original's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..errors import UserError
 from .importance import grad_statistics, saliency_mask
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, unfreeze
+from .protocol import Unlearned, UnlearnTask, unfreeze
 from .random_labels import train_random_labels
 
 
-@dataclass
-class SalUnConfig(RecipeConfig):
-    share: float = 0.5  # share of all weights that may change (the salient ones)
-
-    def __post_init__(self):
-        if not 0.0 < self.share <= 1.0:
-            raise UserError("hparams.salun.share must be in (0, 1]")
-
-
-@register_method("salun", "random labels on the weights salient to the forget loss (SalUn)", config=SalUnConfig)
 def salun(model, task: UnlearnTask, ctx) -> Unlearned:
     unfreeze(model)
     recipe = task.unlearn_recipe()

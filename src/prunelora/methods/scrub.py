@@ -13,30 +13,15 @@ SGD lr 5e-4. Ours: the same loss weights, the `unlearn` recipe (Adam, lr 1e-3, 5
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..engine import fit, make_optimizer, recalibrate_bn
-from ..errors import UserError
 from .losses import kl_to_teacher
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, trainable_parameters, unfreeze
+from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 
-@dataclass
-class ScrubConfig(RecipeConfig):
-    max_epochs: int = 2  # epochs that begin with a max step over the forget set (msteps)
-    temperature: float = 4.0  # distillation temperature T
-    alpha: float = 0.001  # weight of the KL term on the retain set
-    gamma: float = 0.99  # weight of the cross-entropy on the retain set
-
-    def __post_init__(self):
-        if self.max_epochs < 0 or self.temperature <= 0:
-            raise UserError("hparams.scrub: max_epochs must be >= 0 and temperature > 0")
-
-
-@register_method("scrub", "teacher-student: away from the original on forget, close on retain (SCRUB)", config=ScrubConfig)
 def scrub(model, task: UnlearnTask, ctx) -> Unlearned:
     hp, recipe = task.hparams, task.unlearn_recipe()
     teacher = task.original_like(model)

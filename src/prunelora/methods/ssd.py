@@ -11,26 +11,12 @@ of `unlearn.batch_size`. On the default, alpha 10, 20, 30 and 50 gave UA 100, 10
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ..errors import UserError
 from .importance import dampen, grad_statistics
-from .protocol import RecipeConfig, Unlearned, UnlearnTask, register_method, unfreeze
+from .protocol import Unlearned, UnlearnTask, unfreeze
 
 
-@dataclass
-class SSDConfig(RecipeConfig):
-    alpha: float = 30.0  # selection weighting: dampen where I_f > alpha * I_D
-    lam: float = 1.0  # dampening constant lambda: factor min(lambda * I_D / I_f, 1)
-
-    def __post_init__(self):
-        if self.alpha <= 0 or self.lam <= 0:
-            raise UserError("hparams.ssd: alpha and lam must be positive")
-
-
-@register_method("ssd", "dampen weights far more important to forget than to all data (SSD)", config=SSDConfig)
 def ssd(model, task: UnlearnTask, ctx) -> Unlearned:
     hp, batch_size = task.hparams, task.unlearn_recipe().batch_size
     unfreeze(model)

@@ -1,6 +1,6 @@
 """Which method runs, with which settings: a method's hyper-parameters (`hparams.<method>`), variants (a method
 run under another name with changed sections), and the check that fills every used method's settings into the
-resolved config.
+resolved config. Light: the command line checks a config with it before PyTorch is imported.
 """
 
 from __future__ import annotations
@@ -8,11 +8,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 
 from .. import config as C
 from ..errors import UserError
 from ..registry import unknown_name_message
-from .protocol import METHODS, MethodConfig, MethodSpec, RecipeConfig, UnlearnTask
+from .catalog import METHODS, MethodConfig, MethodSpec, RecipeConfig
+
+if TYPE_CHECKING:  # the task carries tensors; resolving a config needs no PyTorch
+    from .protocol import UnlearnTask
 
 VARIANT_SECTIONS = ("unlearn", "pruning", "lora", "hparams")  # what a variant may change: never the original
 

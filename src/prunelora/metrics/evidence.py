@@ -4,6 +4,9 @@ with retrain (never saw the class) and the original (knows it).
 - probe: can a linear classifier still read the forgotten classes from the penultimate features?
 - relearn: how fast does the class come back from a handful of its samples?
 - divergence: how far are the model's output distributions from retrain's (KL and JS, in nats)?
+- attack: can a per-example attack tell this model's forget samples from retrain's?
+
+Each metric is declared (name, summary, whether it needs retrain's outputs) in `catalog.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import copy
 import dataclasses
 import json
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,6 @@ from ..data import ImageData
 from ..engine import fit, recipe_from
 from ..meter import CostMeter
 from ..models import classifier_name, create_model
-from ..registry import Registry
 from .attack import fit_reference, logit_confidence, scores, threshold_accuracy
 from .evaluate import predict
 from .mia import safe_log, softmax
@@ -124,29 +125,7 @@ class EvidenceInput:
     experiment: object = None  # the whole ExperimentConfig (for metrics that train shadow models)
 
 
-@dataclass(frozen=True)
-class EvidenceSpec:
-    name: str
-    summary: str
-    # per model: (model, outputs=(train_logits, test_logits), inputs) -> metrics; or, with needs_reference,
-    # (outputs, reference_outputs, inputs) -> metrics, computed once retrain's outputs exist
-    fn: Callable
-    needs_reference: bool = False
-
-
-EVIDENCE: Registry[EvidenceSpec] = Registry("evidence metric")
-
-
-def register_evidence(name: str, summary: str, needs_reference: bool = False):
-    def wrap(fn):
-        EVIDENCE.add(name, EvidenceSpec(name, summary, fn, needs_reference))
-        return fn
-
-    return wrap
-
-
-@register_evidence("probe", "linear probe on penultimate features: forgotten classes vs rest, balanced accuracy %")
-def _probe(model, outputs, inputs: EvidenceInput) -> dict:
+def probe_metric(model, outputs, inputs: EvidenceInput) -> dict:
     data, splits = inputs.data, inputs.splits
     if not splits.forget_classes:  # sample-wise requests: no class to look for
         return {"probe": float("nan")}
@@ -155,8 +134,7 @@ def _probe(model, outputs, inputs: EvidenceInput) -> dict:
     return {"probe": probe_accuracy(features, is_target, inputs.ctx.seed)}
 
 
-@register_evidence("relearn", "forgotten classes' test accuracy % after a few steps on a few of their samples")
-def _relearn(model, outputs, inputs: EvidenceInput) -> dict:
+def relearn_metric(model, outputs, inputs: EvidenceInput) -> dict:
     cfg, splits = inputs.config, inputs.splits
     if len(splits.test_forget) == 0:
         return {"relearn_TA": float("nan")}
@@ -165,8 +143,7 @@ def _relearn(model, outputs, inputs: EvidenceInput) -> dict:
     return {"relearn_TA": acc}
 
 
-@register_evidence("divergence", "KL(retrain || model) and JS on forget and test samples, nats", needs_reference=True)
-def _divergence(outputs, reference, inputs: EvidenceInput) -> dict:
+def divergence_metric(outputs, reference, inputs: EvidenceInput) -> dict:
     forget = inputs.splits.forget.numpy()
     kl_f, js_f = kl_js(outputs[0][forget], reference[0][forget])
     kl_t, js_t = kl_js(outputs[1], reference[1])
@@ -209,9 +186,7 @@ def _shadow_phi(inputs: EvidenceInput, k: int) -> np.ndarray:
     return logit_confidence(logits, data.y_train[forget].cpu().numpy())
 
 
-@register_evidence("attack", "U-LiRA-style attack: balanced accuracy % telling this model's forget samples from "
-                   "retrain's (50 = indistinguishable); trains eval.attack_shadows shadow retrains", needs_reference=True)
-def _attack(outputs, reference, inputs: EvidenceInput) -> dict:
+def attack_metric(outputs, reference, inputs: EvidenceInput) -> dict:
     forget = inputs.splits.forget.numpy()
     y = inputs.data.y_train.cpu().numpy()[forget]
     mean, std = fit_reference(shadow_phis(inputs))

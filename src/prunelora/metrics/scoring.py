@@ -10,8 +10,9 @@ from torch import nn
 
 from ..context import Context, seed_everything
 from ..data import ImageData, Splits
+from .catalog import EVIDENCE
 from .evaluate import avg_gap, outputs, quality
-from .evidence import EVIDENCE, EvidenceInput
+from .evidence import EvidenceInput
 
 
 def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg, ctx: Context, keep: dict | None = None) -> dict:

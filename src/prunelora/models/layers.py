@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import re
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HEAD = "head"  # the classifier of the built-in models (timm's convention); other models: classifier_name()
 
@@ -55,6 +57,8 @@ def target_presets(family: str, depth: int | None = None) -> dict[str, dict[str,
 
 def select_layers(model: nn.Module, family: str, targets: str, kind: str, depth: int | None = None) -> list[str]:
     """Names of the Conv2d / Linear layers a target preset (or a regex) selects, for kind prune | lora."""
+    from torch import nn
+
     presets = target_presets(family, depth)
     pattern = presets[targets][kind] if targets in presets else targets
     pattern = pattern.replace("{head}", re.escape(classifier_name(model)))

@@ -1,18 +1,18 @@
 """Model presets: each name fixes an architecture, its family, its defaults (architecture, the original's training,
 LoRA rank and alpha); `create_model(config, num_classes, in_chans, image_size)` builds one, and `timm:<name>` any
-timm architecture."""
+timm architecture. The presets are read without importing PyTorch; a builder is imported when a model is built."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ..registry import Registry
-from .resnet import resnet18, resnet50
-from .vit import vit
+from ..registry import Registry, resolve
+
+if TYPE_CHECKING:
+    from torch import nn
 
 TIMM_PREFIX = "timm:"
 
@@ -32,7 +32,7 @@ class ModelSpec:
     """A model preset: its family (which layer presets apply), builder and defaults."""
 
     family: str  # resnet | vit | timm
-    build: Callable[..., nn.Module]
+    builder: Callable[..., nn.Module] | str  # or 'module:function', imported when a model is built
     arch: dict  # width/depth/heads/patch_size defaults, overridable by the config
     train_defaults: TrainDefaults  # how the original (and retrain) is trained: train.* values left None
     lora_r: int
@@ -40,25 +40,32 @@ class ModelSpec:
     description: str = ""
     extra: dict = field(default_factory=dict)
 
+    @property
+    def build(self) -> Callable[..., nn.Module]:
+        return resolve(self.builder)
+
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 _RESNET_TRAINING = TrainDefaults(epochs=8, optimizer="sgd", lr=0.1, weight_decay=5e-4)
 _VIT_TRAINING = TrainDefaults(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05)
 
+_RESNET18, _RESNET50, _VIT = (f"{__package__}.resnet:resnet18", f"{__package__}.resnet:resnet50",
+                              f"{__package__}.vit:vit")
+
 for _name, _fn, _width, _doc in [
-    ("resnet18", resnet18, 64, "CIFAR ResNet-18 (BasicBlock), width 64"),
-    ("resnet18-tiny", resnet18, 32, "CIFAR ResNet-18, width 32: the CPU default"),
-    ("resnet50", resnet50, 64, "CIFAR ResNet-50 (Bottleneck), width 64: the paper's model"),
-    ("resnet50-tiny", resnet50, 8, "CIFAR ResNet-50, width 8"),
+    ("resnet18", _RESNET18, 64, "CIFAR ResNet-18 (BasicBlock), width 64"),
+    ("resnet18-tiny", _RESNET18, 32, "CIFAR ResNet-18, width 32: the CPU default"),
+    ("resnet50", _RESNET50, 64, "CIFAR ResNet-50 (Bottleneck), width 64: the paper's model"),
+    ("resnet50-tiny", _RESNET50, 8, "CIFAR ResNet-50, width 8"),
 ]:
     MODELS.add(_name, ModelSpec("resnet", _fn, {"width": _width}, _RESNET_TRAINING, 8, 16, _doc))
 
 MODELS.add("vit-paper", ModelSpec(
-    "vit", vit, {"width": 384, "depth": 12, "heads": 6, "patch_size": 4}, _VIT_TRAINING, 16, 32,
+    "vit", _VIT, {"width": 384, "depth": 12, "heads": 6, "patch_size": 4}, _VIT_TRAINING, 16, 32,
     "ViT, 12 blocks, 6 heads, width 384, patch 4: the paper's model"))
 MODELS.add("vit-tiny", ModelSpec(
-    "vit", vit, {"width": 64, "depth": 4, "heads": 4, "patch_size": 4}, _VIT_TRAINING, 16, 32,
+    "vit", _VIT, {"width": 64, "depth": 4, "heads": 4, "patch_size": 4}, _VIT_TRAINING, 16, 32,
     "ViT, 4 blocks, 4 heads, width 64, patch 4"))
 
 
@@ -72,13 +79,20 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS.get(name)
 
 
-def _build_timm(name: str, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+def check_timm_name(name: str) -> None:
+    """A UserError unless timm knows architecture `name` (imports timm)."""
     import timm
 
     if not timm.list_models(name) and not timm.list_models(name, pretrained=True):
         close = timm.list_models(f"*{name[:4]}*")[:8]
         hint = f" Similar: {', '.join(close)}." if close else ""
         raise UserError(f"unknown timm model '{name}'.{hint} See timm.list_models().")
+
+
+def _build_timm(name: str, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    import timm
+
+    check_timm_name(name)
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
     except (OSError, RuntimeError) as err:
@@ -93,7 +107,8 @@ def arch_of(config) -> dict:
         value = getattr(config, key)
         if value is not None:
             if key not in arch:
-                raise UserError(f"model '{config.name}' has no '{key}'; remove model.{key} (it takes: {', '.join(arch)})")
+                takes = f"it takes: {', '.join(arch)}" if arch else "a timm model is set by its name alone"
+                raise UserError(f"model '{config.name}' has no '{key}'; remove model.{key} ({takes})")
             arch[key] = value
     return arch
 

@@ -1,0 +1,186 @@
+"""What methods exist, read without importing PyTorch: each method's name, summary, the config sections it uses,
+its own settings (`hparams.<method>.<key>`, a dataclass checked when the config is read) and where its function
+lives, imported only when it runs. `prunelora list` and every config check read this module alone.
+
+The order of the declarations below is the order `methods=all` runs and `prunelora list` shows them: the paper's
+methods, then the baselines. A method's reference defaults and ours are in its module's docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+from ..config import require
+from ..registry import Registry, resolve
+
+
+@dataclass
+class MethodConfig:
+    """A method's own hyper-parameters (hparams.<method>.<key>); this base has none."""
+
+    def apply(self, recipe):
+        return recipe
+
+
+@dataclass
+class RecipeConfig(MethodConfig):
+    """The hyper-parameters of a method that trains with the `unlearn` recipe: where it differs from that
+    section (None = the section's value). A method's own config subclasses this, adds its fields and may
+    set other defaults (e.g. gradient ascent's smaller learning rate)."""
+
+    epochs: int | None = None  # passes over the method's main data stream
+    lr: float | None = None
+    optimizer: str | None = None  # sgd | adam | adamw
+    batch_size: int | None = None  # images per step
+    weight_decay: float | None = None
+    bn: str | None = None  # BatchNorm mode (see unlearn.bn)
+
+    def apply(self, recipe):
+        """`recipe` (an engine.Recipe) with this method's values where they are set."""
+        for f in fields(RecipeConfig):
+            value = getattr(self, f.name)
+            if value is not None:
+                setattr(recipe, f.name, value)
+        return recipe
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method."""
+
+    name: str
+    function: Callable | str  # (model, task, ctx) -> Unlearned, or 'module:function', imported when first run
+    summary: str
+    uses: tuple[str, ...]  # config sections that set this method's hyper-parameters
+    config: type[MethodConfig] = RecipeConfig  # its own hyper-parameters (hparams.<name>.<key>)
+
+    @property
+    def fn(self) -> Callable:
+        return resolve(self.function)
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(
+    name: str, summary: str, uses: tuple[str, ...] = ("unlearn",), config: type[MethodConfig] = RecipeConfig
+):
+    """Register the decorated function as method `name` (`summary` for `prunelora list`; `uses`: the config
+    sections its settings come from; `config`: its own hyper-parameters, `hparams.<name>.<key>`)."""
+
+    def wrap(fn):
+        METHODS.add(name, MethodSpec(name, fn, summary, uses, config))
+        return fn
+
+    return wrap
+
+
+# ---------------------------------------------------------------- each method's own settings
+
+
+@dataclass
+class GradAscentConfig(RecipeConfig):
+    # batches of forget samples alone would normalise with their own statistics, which the evaluated
+    # model (running statistics of all data) never sees: measured, training then does not carry over
+    bn: str | None = "frozen"
+    optimizer: str | None = "sgd"
+    lr: float | None = 1e-2
+
+
+@dataclass
+class NegGradPlusConfig(RecipeConfig):
+    beta: float = 0.999  # weight of the retain loss; 1 - beta weighs the (negated) forget loss
+
+    def __post_init__(self):
+        require(0.0 <= self.beta <= 1.0, "hparams.neggrad_plus.beta", self.beta, "in [0, 1]")
+
+
+@dataclass
+class L1SparseConfig(RecipeConfig):
+    alpha: float = 1e-4  # initial weight of the L1 penalty (per unit of summed |w|)
+
+    def __post_init__(self):
+        require(self.alpha >= 0, "hparams.l1_sparse.alpha", self.alpha, "a number >= 0")
+
+
+@dataclass
+class SalUnConfig(RecipeConfig):
+    share: float = 0.5  # share of all weights that may change (the salient ones)
+
+    def __post_init__(self):
+        require(0.0 < self.share <= 1.0, "hparams.salun.share", self.share, "in (0, 1]")
+
+
+@dataclass
+class ScrubConfig(RecipeConfig):
+    max_epochs: int = 2  # epochs that begin with a max step over the forget set (msteps)
+    temperature: float = 4.0  # distillation temperature T
+    alpha: float = 0.001  # weight of the KL term on the retain set
+    gamma: float = 0.99  # weight of the cross-entropy on the retain set
+
+    def __post_init__(self):
+        require(self.max_epochs >= 0, "hparams.scrub.max_epochs", self.max_epochs, "an integer >= 0")
+        require(self.temperature > 0, "hparams.scrub.temperature", self.temperature, "a positive number")
+        require(self.alpha >= 0, "hparams.scrub.alpha", self.alpha, "a number >= 0")
+        require(self.gamma >= 0, "hparams.scrub.gamma", self.gamma, "a number >= 0")
+
+
+@dataclass
+class SSDConfig(RecipeConfig):
+    alpha: float = 30.0  # selection weighting: dampen where I_f > alpha * I_D
+    lam: float = 1.0  # dampening constant lambda: factor min(lambda * I_D / I_f, 1)
+
+    def __post_init__(self):
+        require(self.alpha > 0, "hparams.ssd.alpha", self.alpha, "a positive number")
+        require(self.lam > 0, "hparams.ssd.lam", self.lam, "a positive number")
+
+
+@dataclass
+class BadTeacherConfig(RecipeConfig):
+    epochs: int | None = 1
+    lr: float | None = 1e-3
+    optimizer: str | None = "adam"
+    temperature: float = 1.0  # KL temperature T
+    retain_share: float = 0.3  # share of the retain set distilled from the original
+
+    def __post_init__(self):
+        require(0.0 <= self.retain_share <= 1.0, "hparams.bad_teacher.retain_share", self.retain_share, "in [0, 1]")
+        require(self.temperature > 0, "hparams.bad_teacher.temperature", self.temperature, "a positive number")
+
+
+@dataclass
+class BoundaryShrinkConfig(RecipeConfig):
+    # batches of forget samples alone would normalise with their own statistics, which the evaluated
+    # model (running statistics of all data) never sees: measured, training then does not carry over
+    bn: str | None = "frozen"
+    optimizer: str | None = "sgd"
+    lr: float | None = 1e-3
+    bound: float = 0.1  # FGSM step size = L-inf bound, in [0, 1] pixel units
+
+    def __post_init__(self):
+        require(0.0 < self.bound <= 1.0, "hparams.boundary_shrink.bound", self.bound, "in (0, 1]")
+
+
+# ---------------------------------------------------------------- the built-in methods, in `methods=all` order
+
+for _name, _summary, _uses, _config in [
+    ("retrain", "exact unlearning: train from scratch on the retain set (the original's recipe)", ("train",), MethodConfig),
+    ("finetune", "fine-tune all weights on the retain set", ("unlearn",), RecipeConfig),
+    ("prune_finetune", "L2-prune the target layers, then fine-tune all weights", ("unlearn", "pruning"), RecipeConfig),
+    ("prunelora", "L2-prune, then LoRA on the pruned layers + head, on the retain set", ("unlearn", "pruning", "lora"),
+     RecipeConfig),
+    ("lora", "LoRA adapters + head on the retain set, no pruning", ("unlearn", "lora"), RecipeConfig),
+    ("grad_ascent", "gradient ascent on the forget set (GA)", ("unlearn",), GradAscentConfig),
+    ("neggrad_plus", "descend on retain, ascend on forget (NegGrad+)", ("unlearn",), NegGradPlusConfig),
+    ("random_labels", "forget samples relabelled at random, plus retain (RL)", ("unlearn",), RecipeConfig),
+    ("l1_sparse", "fine-tune on retain with a decaying L1 penalty (l1-sparse)", ("unlearn",), L1SparseConfig),
+    ("salun", "random labels on the weights salient to the forget loss (SalUn)", ("unlearn",), SalUnConfig),
+    ("scrub", "teacher-student: away from the original on forget, close on retain (SCRUB)", ("unlearn",), ScrubConfig),
+    ("ssd", "dampen weights far more important to forget than to all data (SSD)", ("unlearn",), SSDConfig),
+    ("bad_teacher", "distil the original on retain, a random model on forget (Bad Teacher)", ("unlearn",),
+     BadTeacherConfig),
+    ("boundary_shrink", "fine-tune forget samples toward their nearest other class (Boundary Shrink)", ("unlearn",),
+     BoundaryShrinkConfig),
+]:
+    METHODS.add(_name, MethodSpec(_name, f"{__package__}.{_name}:{_name}", _summary, _uses, _config))
