@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import stat
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from prunelora.cli import main
 from prunelora.config import PAPER_METHODS, load_config
 from prunelora.context import Context
 from prunelora.experiment import prepare
+from prunelora.files import umask
 from prunelora.methods import METHODS
 from prunelora.metrics.evaluate import predict
 from prunelora.models import create_model
@@ -56,6 +58,8 @@ def test_run_writes_results(run_output):
                                               "report.csv", "report.tex", "bars.png", "curves.png"}
     for png in ("bars.png", "curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o666 & ~umask()}  # readable by others under 022
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"config", "environment", "data", "runs"}
 

@@ -1,8 +1,13 @@
-"""Checkpoints (safetensors with the config inside), atomic writes and the environment record."""
+"""Checkpoints (safetensors with the config inside), atomic writes with the user's umask, strict JSON, the checks of
+where a command writes, and the environment record."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,7 @@ from torch import nn
 from prunelora.checkpoints import FORMAT, load_weights, read_checkpoint, save_checkpoint
 from prunelora.environment import environment
 from prunelora.errors import UserError
-from prunelora.files import atomic_write
+from prunelora.files import atomic_write, check_out_dir, check_out_file, finite, inside, same_path, to_json
 
 
 def _net(seed: int = 0):
@@ -103,3 +108,74 @@ def test_environment_names_the_source_tree_version_when_not_installed(monkeypatc
     monkeypatch.setattr(env_module.metadata, "version", missing)
     versions = environment(torch.device("cpu"), "kind")["versions"]
     assert versions["prunelora"] == f"{prunelora.__version__} (source tree)" and versions["torch"] is None
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_written_files_follow_the_umask(tmp_path, mask):
+    """Files (text, a writer's, a checkpoint and its YAML) get 0666 less the umask, as a file written in place would
+    (0644 under the usual 022), not mkstemp's 0600; so do the folders made for them."""
+    old = os.umask(mask)
+    try:
+        atomic_write(tmp_path / "a" / "x.json", "{}")
+        atomic_write(tmp_path / "a" / "y.bin", lambda p: Path(p).write_bytes(b"1"))
+        save_checkpoint(tmp_path / "c" / "model.safetensors", _net(), {"seed": 0})
+    finally:
+        os.umask(old)
+    files = [tmp_path / "a" / "x.json", tmp_path / "a" / "y.bin", tmp_path / "c" / "model.safetensors",
+             tmp_path / "c" / "model.yaml"]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o666 & ~mask for p in files}
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o777 & ~mask
+
+
+def test_non_finite_numbers_become_null_with_their_reason():
+    value = {"UA": 100.0, "forget_TA": math.nan, "KL": math.inf, "history": [{"loss": -math.inf}, 1.5]}
+    written = json.loads(to_json(value))
+    assert written["UA"] == 100.0 and written["forget_TA"] is None and written["KL"] is None
+    assert written["nulls"] == {"forget_TA": "not a number: undefined here (e.g. an accuracy over no samples)",
+                                "KL": "infinite"}
+    assert written["history"] == [{"loss": None, "nulls": {"loss": "minus infinite"}}, 1.5]
+    assert finite(finite(value)) == finite(value)  # cleaning twice keeps the reasons
+    assert finite({"a": [math.nan]}) == {"a": [None]}
+
+
+def test_out_checks(tmp_path):
+    check_out_dir(tmp_path / "new" / "deeper")  # missing folders are fine: they are created
+    assert not (tmp_path / "new").exists()  # ... when writing, not when checking
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match=f"^--out '{blocker}' is a file; pass a directory"):
+        check_out_dir(blocker)
+    with pytest.raises(UserError, match=f"cannot be created: '{blocker}' is a file; pass another path$"):
+        check_out_dir(blocker / "sub" / "run")
+    with pytest.raises(UserError, match="has a name of 300 bytes; this file system takes at most 255"):
+        check_out_dir(tmp_path / ("x" * 300) / "run")
+    with pytest.raises(UserError, match="has a name of 300 bytes"):
+        check_out_file(tmp_path / ("y" * 295 + ".json"))
+    with pytest.raises(UserError, match=f"^--out '{tmp_path}' is a directory; pass a file name$"):
+        check_out_file(tmp_path)
+    check_out_file(tmp_path / "m" / "metrics.json")
+
+
+def test_unwritable_out(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        target = folder if os.geteuid() != 0 else Path("/sys/kernel")  # modes do not stop root; /sys does
+        try:
+            with tempfile.TemporaryFile(dir=target):
+                pytest.skip(f"'{target}' takes this process's writes")
+        except OSError as err:
+            reason = err.strerror
+        with pytest.raises(UserError, match=rf"^--out '{target}/run' cannot be written: '{target}' \({reason}\); "
+                                            "pass a folder you can write to$"):
+            check_out_dir(target / "run")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_same_path_and_inside(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert same_path(tmp_path / "link" / "x", tmp_path / "a" / "x") and same_path(tmp_path / "a" / ".." / "a", tmp_path / "a")
+    assert inside(tmp_path / "link" / "x", tmp_path / "a") and not inside(tmp_path / "ab", tmp_path / "a")

@@ -98,3 +98,22 @@ def test_mia_table_names_both_loss_attacks():
     assert header.index("balanced)") < header.index("authors'")
     assert "| a | 99.00 | 98.00 | 97.00 | 96.00 | 12.50 |" in table
     assert "| b | 99.00 | 98.00 | 97.00 | 96.00 | - |" in table
+
+
+def test_a_run_with_non_finite_metrics_is_written_whole(two_runs, tmp_path):
+    """A NaN or infinite metric is written to results.json as null with its reason (it once stopped the run after
+    results.md, and every rerun again); the tables show '-' for NaN; every file is written."""
+    import math
+
+    from prunelora.report.write import write_results
+
+    results = json.loads((two_runs / "s0" / "results.json").read_text())
+    finetune = results["runs"][2]["metrics"]
+    finetune["UA"], finetune["JS_forget"] = math.nan, math.inf
+    write_results(results, tmp_path)
+    written = json.loads((tmp_path / "results.json").read_text())["runs"][2]["metrics"]
+    assert written["UA"] is None and written["JS_forget"] is None
+    assert written["nulls"] == {"UA": "not a number: undefined here (e.g. an accuracy over no samples)",
+                                "JS_forget": "infinite"}
+    assert "| finetune | - | " in (tmp_path / "results.md").read_text()  # UA unknown; JS shows as inf
+    assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "results.md", "report.csv", "report.tex", "bars.png"}

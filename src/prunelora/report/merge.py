@@ -23,8 +23,9 @@ def load_runs(dirs: list[str | Path]) -> dict:
             raise UserError(f"'{d}' holds no results.json; pass directories written by prunelora run")
         try:
             results = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"'{path}' is not valid JSON; was the run interrupted while writing it?") from None
+        check_results(results, path)
         if merged is None:
             merged = {**results, "runs": [], "sources": []}
         for key in SAME:
@@ -39,6 +40,26 @@ def load_runs(dirs: list[str | Path]) -> dict:
         merged["sources"].append(str(d))
         merged.setdefault("setups", {}).setdefault(_setup(results.get("environment", {})), []).append(str(d))
     return merged
+
+
+def check_results(results, path: Path) -> None:
+    """A UserError unless `results` has the shape prunelora run writes: a config, and runs that each name their
+    method and seed and hold their metrics (or an error)."""
+    fix = "pass a results.json written by prunelora run"
+    if not isinstance(results, dict) or not isinstance(results.get("config"), dict) \
+            or not isinstance(results.get("runs"), list):
+        raise UserError(f"'{path}' is not a prunelora results file (it needs 'config' and 'runs'); {fix}")
+    for key in SAME:
+        if not isinstance(results["config"].get(key), dict):
+            raise UserError(f"'{path}' has no '{key}' settings in its config; {fix}")
+    if not isinstance(results.get("environment", {}), dict):
+        raise UserError(f"'{path}' has a damaged environment record; {fix}")
+    for i, r in enumerate(results["runs"]):
+        ok = isinstance(r, dict) and isinstance(r.get("method"), str) and isinstance(r.get("seed"), int) \
+            and not isinstance(r.get("seed"), bool) and isinstance(r.get("metrics"), dict) \
+            and isinstance(r.get("info", {}), dict)
+        if not ok:
+            raise UserError(f"'{path}': run {i} lacks its method, seed or metrics; {fix}")
 
 
 def _setup(env: dict) -> str:
