@@ -56,7 +56,7 @@ def test_sample_splits_keep_every_class():
 
 @pytest.mark.parametrize("overrides, message", [
     (["forget.classes=[3]", "forget.fraction=0.1"], "forget.classes and forget.fraction are both set"),
-    (["forget.fraction=1.5"], "forget.fraction must be in"),
+    (["forget.fraction=1.5"], r"forget.fraction is 1.5; it must be in \(0, 1\)"),
     (["forget.sequence=[[3],[]]"], "forget.sequence needs at least one non-empty request"),
     (["forget.sequence=[[3]]", "forget.indices=f.txt"], "forget.indices and forget.sequence are both set"),
 ])
