@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="merge runs into one table (markdown, CSV, LaTeX) with plots")
     p.add_argument("runs", nargs="+", metavar="DIR", help="directories written by prunelora run")
     p.add_argument("--out", help="where to write report.md/.csv/.tex and the PNGs (default: the first DIR)")
-    sub.add_parser("list", help="methods, models and data sets")
+    sub.add_parser("list", help="methods, models, data sets and evidence metrics")
     parser.commands = dict(sub.choices)  # name -> sub-parser, for intermixed parsing in main()
     return parser
 
