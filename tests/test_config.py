@@ -19,8 +19,13 @@ def test_defaults():
     cfg = C.load_config()
     assert cfg == C.ExperimentConfig()
     assert cfg.seed == 0 and cfg.methods == ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
-    assert cfg.data.name == "digits" and cfg.model.name == "resnet18-tiny"
-    assert cfg.forget.classes is None and resolve_config(cfg).forget.classes == [3]  # no request given: class 3
+    assert cfg.data.name == "animal-mnist" and cfg.model.name == "resnet18-tiny"
+    # no request given: the data set's default class (animal-mnist: cat; class 3 elsewhere)
+    assert cfg.forget.classes is None and resolve_config(cfg).forget.classes == ["cat"]
+    digits = C.load_config(overrides=["data.name=digits"])
+    assert resolve_config(digits).forget.classes == [3]
+    sequence = resolve_config(C.load_config(overrides=["forget.sequence=[[1],[2]]"])).forget
+    assert sequence.classes is None and sequence.sequence == [[1], [2]]  # a sequence is the whole request
     assert (cfg.unlearn.epochs, cfg.unlearn.optimizer, cfg.unlearn.lr, cfg.unlearn.batch_size) == (5, "adam", 1e-3, 128)
     assert cfg.pruning.amount == 0.5 and cfg.lora.dropout == 0.1
     assert cfg.train.epochs is None and cfg.lora.r is None  # filled in by the model preset

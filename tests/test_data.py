@@ -13,7 +13,7 @@ from prunelora.errors import UserError
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_dataset(DataConfig())
+    return load_dataset(DataConfig(name="digits"))
 
 
 def test_digits_default_shapes(digits):
@@ -31,7 +31,7 @@ def test_digits_default_shapes(digits):
 def test_digits_native_size_keeps_pixels(digits):
     from sklearn.datasets import load_digits
 
-    small = load_dataset(DataConfig(image_size=8))
+    small = load_dataset(DataConfig(name="digits", image_size=8))
     assert small.x_train.shape[1:] == (1, 8, 8)
     images = np.round(load_digits().images * (255 / 16)).astype(np.uint8)
     # every train image is one of the original images, scaled 0..16 -> 0..255 and not resampled
@@ -47,10 +47,10 @@ def test_digits_split_is_stratified(digits):
 
 
 def test_digits_split_is_fixed(digits):
-    again = load_dataset(DataConfig())
+    again = load_dataset(DataConfig(name="digits"))
     torch.testing.assert_close(again.x_train, digits.x_train, rtol=0, atol=0)
     torch.testing.assert_close(again.y_test, digits.y_test, rtol=0, atol=0)
-    other = load_dataset(DataConfig(split_seed=1))
+    other = load_dataset(DataConfig(name="digits", split_seed=1))
     assert not torch.equal(other.y_test, digits.y_test)
 
 

@@ -65,8 +65,9 @@ def test_request_errors(overrides, message):
         load_config(overrides=overrides)
 
 
-def test_default_request_is_class_3():
-    assert resolve_config(load_config()).forget.classes == [3]
+def test_default_request_is_the_data_sets_class():
+    assert resolve_config(load_config()).forget.classes == ["cat"]  # animal-mnist, the default data set
+    assert resolve_config(load_config(overrides=["data.name=digits"])).forget.classes == [3]
     assert resolve_config(load_config(overrides=["forget.fraction=0.1"])).forget.classes is None
 
 

@@ -187,14 +187,15 @@ def load_animal_mnist(config) -> ImageData:
     """Animal-MNIST: 10,000 28x28 grey silhouettes of 10 animals (MIT), from the animal-mnist wheel.
 
     Harder than digits (cats, dogs and horses share shapes), so forgetting and membership signals show.
-    Resized to `data.image_size` (default 16); fixed stratified split (`data.test_fraction`, `data.split_seed`).
+    Resized to `data.image_size` (default 12, the embedded default comparison); fixed stratified split
+    (`data.test_fraction`, `data.split_seed`).
     """
     folder = _animal_dir(config)
     images, labels = (read_array_pickle(folder / name) for name in ANIMAL_FILES)
     if images.shape[1:] != (28, 28) or images.dtype != np.uint8 or len(images) != len(labels):
         raise UserError(f"animal-mnist files in '{folder}' have an unexpected shape or type; reinstall animal-mnist")
     idx_train, idx_test = stratified_split(labels, config)
-    x = resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 16)
+    x = resize_uint8(torch.from_numpy(images).unsqueeze(1), config.image_size or 12)
     y = torch.from_numpy(labels.astype(np.int64))
     mean, std = channel_stats(x[idx_train])
     return ImageData("animal-mnist", x[idx_train], y[idx_train], x[idx_test], y[idx_test], list(ANIMAL_CLASSES), mean, std)
