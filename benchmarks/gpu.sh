@@ -1,11 +1,57 @@
 #!/usr/bin/env bash
-# GPU speed and memory of every paper method on CIFAR-shaped random data (about 5 minutes on one H100), then the
-# default comparison on the GPU (about 40 s). docs/gpu.md holds the figures.
-# Usage: benchmarks/gpu.sh [KEY=VALUE ...]   (PYTHON=path/to/python to choose the interpreter; OUT=dir for the run,
-# default runs/gpu-demo; the benchmark's figures also go to $OUT.json with versions and device)
-set -euo pipefail
+# Every GPU figure of docs/gpu.md in one run (about 6 minutes on one H200), collected in DIR/gpu.json:
+#   1. graphs    CUDA-graph training against eager, parameter by parameter (benchmarks/gpu_graphs.py)
+#   2. speed     speed and peak memory of every paper method, ResNet-50 and ViT, default path, with a profile
+#   3. eager     the same for Fine-tune and PruneLoRA with eager steps (cuda_graphs=false), with a profile
+#   4. agreement the default comparison over five seeds, graphs against eager (benchmarks/gpu_agreement.py)
+#   5. nccl      with two or more GPUs: the default with 2 processes (torchrun, NCCL) against one process
+# A step that fails is reported and the next one runs; the exit status says whether all passed.
+# Usage: benchmarks/gpu.sh [DIR]   (default DIR runs/gpu; PYTHON=path/to/python to choose the interpreter)
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-OUT="${OUT:-runs/gpu-demo}"
-"$PY" benchmarks/gpu.py --json "$OUT.json" "$@"
-"$PY" -m prunelora run --quiet --out "$OUT" device=cuda
+DIR="${1:-runs/gpu}"
+mkdir -p "$DIR"
+export PYTHONUNBUFFERED=1
+status=0
+step() {
+    local name=$1 t=$SECONDS
+    shift
+    echo "== $name: $*"
+    if "$@"; then echo "== $name: done in $((SECONDS - t)) s"; else echo "!! $name failed after $((SECONDS - t)) s"; status=1; return 1; fi
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+GRAPHS=true
+step graphs "$PY" benchmarks/gpu_graphs.py --json "$DIR/graphs.json" || GRAPHS=false
+step speed "$PY" benchmarks/gpu.py --json "$DIR/speed.json" --profile "$DIR/profile.txt" "cuda_graphs=$GRAPHS"
+step eager "$PY" benchmarks/gpu.py --methods finetune,prunelora --n-train 12800 --json "$DIR/speed_eager.json" \
+    --profile "$DIR/profile_eager.txt" cuda_graphs=false
+step agreement "$PY" benchmarks/gpu_agreement.py --json "$DIR/agreement.json"
+GPUS=$(nvidia-smi -L | wc -l)
+if [ "$GPUS" -ge 2 ]; then
+    step nccl "$PY" -m torch.distributed.run --nproc_per_node 2 -m prunelora run --quiet --out "$DIR/nccl" \
+        eval.evidence=[] device=cuda
+else
+    echo "== nccl: skipped, $GPUS GPU"
+fi
+
+"$PY" - "$DIR" "$*" <<'EOF'
+import json, subprocess, sys
+from pathlib import Path
+import torch
+from prunelora.environment import environment
+from prunelora.files import atomic_write
+from prunelora.meter import CUDA_MEMORY_KIND
+d = Path(sys.argv[1])
+smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip()
+record = {"command": "benchmarks/gpu.sh " + sys.argv[2], "nvidia_smi": smi,
+          "environment": environment(torch.device("cuda"), CUDA_MEMORY_KIND)}
+for part in ("graphs", "speed", "speed_eager", "agreement"):
+    f = d / f"{part}.json"
+    record[part] = json.loads(f.read_text()) if f.exists() else None
+atomic_write(d / "gpu.json", json.dumps(record, indent=2))
+print(f"wrote {d / 'gpu.json'}")
+EOF
+exit $status

@@ -40,6 +40,8 @@ def execution(ctx) -> dict:
            "processes": dist.world().size}
     if ctx.device.type == "cpu":  # reductions split across threads add in another order
         run["threads"] = torch.get_num_threads()
+    else:  # a replayed graph draws its dropout masks from other random offsets than eager steps
+        run["cuda_graphs"] = ctx.graphs
     return run
 
 

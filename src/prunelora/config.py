@@ -221,6 +221,10 @@ class ExperimentConfig:
     # 4-11% faster on two cores (docs/performance.md); off there by default, since it changes the numerics
     channels_last: bool | None = None
     compile: bool = False  # torch.compile the model for training (slow start, faster steps on GPUs)
+    # CUDA graphs for plain cross-entropy training steps (the original, retrain, finetune, prune_finetune, lora,
+    # prunelora): each full batch replays one recorded step instead of launching its kernels one by one.
+    # None: on CUDA (never on the CPU, where there are no graphs); false: every step eager
+    cuda_graphs: bool | None = None
     cache: bool = True  # reuse the original and retrain from the on-disk cache ($PRUNELORA_CACHE) when identical
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

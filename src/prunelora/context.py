@@ -23,6 +23,7 @@ class Context:
     amp: bool = False  # bf16 autocast (CUDA only)
     channels_last: bool | None = False  # NHWC activations for convolutions; None = on CUDA only
     compile: bool = False  # torch.compile the training forward
+    graphs: bool | None = None  # CUDA graphs for plain training steps; None = on CUDA (see engine.GraphedStep)
     # called with the model after every training epoch; its dict joins that epoch's history (learning curves)
     monitor: object = None
 
@@ -31,12 +32,16 @@ class Context:
             self.meter = CostMeter(self.device)
         if self.channels_last is None:
             self.channels_last = self.device.type == "cuda"
-        if self.device.type != "cuda":  # bf16 autocast only pays off with CUDA kernels
+        if self.device.type != "cuda":  # bf16 autocast only pays off with CUDA kernels; graphs are CUDA's
             self.amp = False
+            self.graphs = False
+        elif self.graphs is None:
+            self.graphs = True
 
     def autocast(self):
-        if self.amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if self.amp:  # no cache of casted weights while a CUDA graph records: it would outlive the recording
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                  cache_enabled=not torch.cuda.is_current_stream_capturing())
         return contextlib.nullcontext()
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:

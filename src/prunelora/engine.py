@@ -22,6 +22,7 @@ from . import dist
 from .context import Context
 from .data import ImageData
 from .data.augment import augment
+from .graphs import GraphedStep
 
 
 @dataclass
@@ -234,6 +235,7 @@ class TrainingLoop:
         # augmentation draws per local sample: its own stream per rank keeps `generator` in step across ranks
         self.aug_generator = torch.Generator().manual_seed(ctx.seed * 7919 + w.rank + 1) if w.active else self.generator
         self.min_last = 2 * w.size
+        objective_given = objective is not None
         self.y_all = (data.y_train if labels is None else labels).to(ctx.device)
         if objective is not None and recipe.mixup > 0:
             raise ValueError(f"MixUp (mixup={recipe.mixup}) mixes cross-entropy only; a custom objective needs mixup=0")
@@ -246,6 +248,18 @@ class TrainingLoop:
         net = dist.wrap(model, ctx.device)  # DDP across processes (gradients averaged), else the model itself
         self.forward = torch.compile(net) if ctx.compile else net  # compiled graph shares the model's parameters
         self.schedule = self.pair = self.bar = None
+        self.graphed = None
+        if self.graph_ok(plain=objective_given is False):
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            self.graphed = GraphedStep(lambda: self.forward_backward(self.graphed.rows, 0), recipe.batch_size,
+                                       ctx.device, params)
+
+    def graph_ok(self, plain: bool) -> bool:
+        """Whether full batches can replay a CUDA graph (see `graphs`): fixed work per step, one process."""
+        kind = self.data.augment if self.recipe.augment else "none"
+        return (bool(self.ctx.graphs) and self.ctx.device.type == "cuda" and plain and self.mix_rng is None
+                and kind == "none" and not self.world.active and not self.ctx.compile
+                and self.data.x_train.device.type == "cuda")
 
     def train_mode(self) -> None:
         self.model.train()
@@ -258,11 +272,14 @@ class TrainingLoop:
         self.train_mode()
         # accumulated on the device: a .item() per step would force a GPU sync every step
         totals = torch.zeros(2, device=self.ctx.device)  # loss sum, correct
-        seen, local_rows = 0, []
-        for idx in batches(len(index), self.recipe.batch_size, self.generator, self.min_last):
-            rows = dist.shard(index[idx])
-            if epoch == 0 and self.world.active:
-                local_rows.append(rows)
+        seen = 0
+        order = [dist.shard(index[idx]) for idx in batches(len(index), self.recipe.batch_size, self.generator, self.min_last)]
+        local_rows = order if epoch == 0 and self.world.active else []
+        if self.data.x_train.device.type == "cuda" and self.pair is None:
+            # the epoch's rows go to the GPU in one copy: a copy from host memory per step would make the host
+            # wait for the GPU to finish the previous step before launching the next
+            order = list(torch.cat(order).to(self.data.x_train.device).split([len(r) for r in order]))
+        for rows in order:
             if self.pair is not None:
                 rows = torch.cat([rows, dist.shard(self.pair.next())])
             totals += self.step(rows, epoch)
@@ -293,6 +310,18 @@ class TrainingLoop:
 
     def step(self, rows: torch.Tensor, epoch: int) -> torch.Tensor:
         """One optimizer step on train samples `rows`; returns (loss sum, correct) of the batch, on the device."""
+        if self.graphed is not None and self.pair is None and len(rows) == self.recipe.batch_size:
+            figures = self.graphed(rows)
+        else:
+            figures = self.forward_backward(rows, epoch)
+        self.optimizer.step()
+        self.ctx.meter.end_step(self.model, self.optimizer)
+        if self.schedule is not None:
+            self.schedule.step()
+        return figures
+
+    def forward_backward(self, rows: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Gradients of the batch `rows` in .grad; returns its (loss sum, correct), on the device."""
         ctx, data = self.ctx, self.data
         rows = rows.to(data.x_train.device)
         kind = data.augment if self.recipe.augment else "none"
@@ -313,10 +342,6 @@ class TrainingLoop:
                 loss = mixup_cross_entropy(logits.float(), y, perm, lam, self.recipe.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        self.optimizer.step()
-        ctx.meter.end_step(self.model, self.optimizer)
-        if self.schedule is not None:
-            self.schedule.step()
         hit = logits.detach().argmax(1) == y
         if self.mix_rng is not None:  # a mixed sample counts lam right for y and 1 - lam for its partner's label
             hit = lam * hit.float() + (1.0 - lam) * (logits.detach().argmax(1) == y[perm]).float()

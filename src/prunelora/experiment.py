@@ -105,7 +105,8 @@ def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
         device = torch.device("cuda", w.local_rank)
     dist.init(device.type)
     progress = progress and w.main
-    return Context(device, cfg.seed, progress, amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile)
+    return Context(device, cfg.seed, progress, amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile,
+                   graphs=cfg.cuda_graphs)
 
 
 def prepare(cfg: C.ExperimentConfig, device: torch.device | None = None) -> tuple[ImageData, Splits]:
