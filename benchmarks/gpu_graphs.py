@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu import setup  # noqa: E402
+from gpu import setup
 
-from prunelora.files import atomic_write  # noqa: E402
-from prunelora.methods import UnlearnTask  # noqa: E402
-from prunelora.methods.run import unlearn_one  # noqa: E402
+from prunelora.files import atomic_write
+from prunelora.methods import UnlearnTask
+from prunelora.methods.run import unlearn_one
 
 
 def train(method: str, graphs: bool, extra: list[str], n_train: int) -> tuple[dict, list[float]]:
