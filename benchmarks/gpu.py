@@ -91,10 +91,13 @@ def profile_methods(name: str, device: str, extra: list[str], methods: list[str]
         with profile(activities=activities) as prof:
             _, record = unlearn_one(method, model, task, ctx)
         steps = len(splits.retain) // cfg.unlearn.batch_size
-        # on the CPU there are no kernels: the operators' own CPU time stands in for them
-        field = "self_device_time_total" if ctx.device.type == "cuda" else "self_cpu_time_total"
-        kernels = sorted(prof.key_averages(), key=lambda e: -getattr(e, field, 0))
-        busy_us = sum(getattr(e, field, 0) for e in prof.key_averages())
+        # kernels only (an operator's device time repeats its kernels'); on the CPU there are no kernels: the
+        # operators' own CPU time stands in for them
+        cuda = ctx.device.type == "cuda"
+        field = "self_device_time_total" if cuda else "self_cpu_time_total"
+        kernels = [e for e in prof.key_averages() if not cuda or e.device_type.name == "CUDA"]
+        kernels.sort(key=lambda e: -getattr(e, field, 0))
+        busy_us = sum(getattr(e, field, 0) for e in kernels)
         launches = sum(e.count for e in prof.key_averages() if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
                                                                          "cudaLaunchKernelExC", "cudaGraphLaunch"))
         out[method] = {

@@ -45,9 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=128 * 24)
     parser.add_argument("--json")
+    parser.add_argument("--exact-only", action="store_true", help="only the fp32, dropout-off comparison")
     args = parser.parse_args()
     start, record = time.perf_counter(), {}
     settings = {"exact": ["amp=false", "lora.dropout=0"], "default": []}
+    if args.exact_only:
+        del settings["default"]
     for setting, extra in settings.items():
         for method in ("finetune", "prunelora"):
             eager1, loss1 = train(method, False, extra, args.n_train)

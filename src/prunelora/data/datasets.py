@@ -36,6 +36,9 @@ class ImageData:
     mean: tuple[float, ...]  # per channel, in [0, 1] units
     std: tuple[float, ...]
     augment: str = "none"  # training augmentation: none | crop | flip | crop_flip (see data/augment.py)
+    # mean and std as (1, C, 1, 1) tensors per device, made once: a copy from host memory per batch would make
+    # the host wait for the GPU, and is not allowed inside a CUDA graph
+    _stats: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -56,8 +59,9 @@ class ImageData:
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> float, scaled to [0, 1] then standardised per channel (on x's device)."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        if x.device not in self._stats:
+            self._stats[x.device] = tuple(torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
+        mean, std = self._stats[x.device]
         return (x.float() / 255.0 - mean) / std
 
 
