@@ -34,7 +34,7 @@ from prunelora.methods.run import unlearn_one
 from prunelora.models import create_model
 
 METHODS = ("finetune", "prune_finetune", "lora", "prunelora", "prunelora_remove")
-PROFILE_STEPS = 40  # training steps per profiled method (one epoch, BatchNorm as trained: no recalibration pass)
+PROFILE_STEPS = 20  # training steps per profiled method (one epoch, BatchNorm as trained: no recalibration pass)
 # PruneLoRA with the pruned channels taken out (pruning.mode=remove): the smaller, faster model
 VARIANT = ["variants.prunelora_remove.method=prunelora", "variants.prunelora_remove.pruning.mode=remove"]
 

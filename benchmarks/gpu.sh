@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU figure of docs/gpu.md in one run (about 6 minutes on one H200), collected in DIR/gpu.json:
+# Every GPU figure of docs/gpu.md in one run (about 6 minutes on one H200, estimated from its parts), collected
+# in DIR/gpu.json:
 #   1. graphs    CUDA-graph training against eager, parameter by parameter (benchmarks/gpu_graphs.py)
 #   2. speed     speed and peak memory of every paper method, ResNet-50 and ViT, default path, with a profile
 #   3. eager     the same for Fine-tune and PruneLoRA with eager steps (cuda_graphs=false), with a profile
@@ -24,7 +25,8 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 GRAPHS=true
 step graphs "$PY" benchmarks/gpu_graphs.py --json "$DIR/graphs.json" || GRAPHS=false
-step speed "$PY" benchmarks/gpu.py --json "$DIR/speed.json" --profile "$DIR/profile.txt" "cuda_graphs=$GRAPHS"
+# 12,800 images (100 steps) per epoch: the second epoch is steady state; 45,000 cost 3.5x the time for the same figure
+step speed "$PY" benchmarks/gpu.py --n-train 12800 --json "$DIR/speed.json" --profile "$DIR/profile.txt" "cuda_graphs=$GRAPHS"
 step eager "$PY" benchmarks/gpu.py --methods finetune,prunelora --n-train 12800 --json "$DIR/speed_eager.json" \
     --profile "$DIR/profile_eager.txt" cuda_graphs=false
 step agreement "$PY" benchmarks/gpu_agreement.py --json "$DIR/agreement.json"
