@@ -105,10 +105,23 @@ class L1SparseConfig(RecipeConfig):
 
 
 @dataclass
-class SalUnConfig(RecipeConfig):
-    share: float = 0.5  # share of all weights that may change (the salient ones)
+class RandomLabelsConfig(RecipeConfig):
+    _name = "random_labels"  # (not a setting) the method whose hparams an error names
+    # batch: each forget sample's wrong label drawn anew in every batch (the reference); once: one draw per run
+    redraw: str = "batch"
 
     def __post_init__(self):
+        require(self.redraw in ("batch", "once"), f"hparams.{self._name}.redraw", self.redraw, "batch or once")
+
+
+@dataclass
+class SalUnConfig(RandomLabelsConfig):
+    share: float = 0.5  # share of all weights that may change (the salient ones)
+
+    _name = "salun"
+
+    def __post_init__(self):
+        super().__post_init__()
         require(0.0 < self.share <= 1.0, "hparams.salun.share", self.share, "in (0, 1]")
 
 
@@ -173,7 +186,7 @@ for _name, _summary, _uses, _config in [
     ("lora", "LoRA adapters + head on the retain set, no pruning", ("unlearn", "lora"), RecipeConfig),
     ("grad_ascent", "gradient ascent on the forget set (GA)", ("unlearn",), GradAscentConfig),
     ("neggrad_plus", "descend on retain, ascend on forget (NegGrad+)", ("unlearn",), NegGradPlusConfig),
-    ("random_labels", "forget samples relabelled at random, plus retain (RL)", ("unlearn",), RecipeConfig),
+    ("random_labels", "forget samples relabelled at random, plus retain (RL)", ("unlearn",), RandomLabelsConfig),
     ("l1_sparse", "fine-tune on retain with a decaying L1 penalty (l1-sparse)", ("unlearn",), L1SparseConfig),
     ("salun", "random labels on the weights salient to the forget loss (SalUn)", ("unlearn",), SalUnConfig),
     ("scrub", "teacher-student: away from the original on forget, close on retain (SCRUB)", ("unlearn",), ScrubConfig),
