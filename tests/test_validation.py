@@ -73,3 +73,20 @@ def test_select_best_keeps_the_epoch_that_scores_best(tiny_data, cpu_ctx):
     assert len(scores) == 4 and record["val_objective"] == min(scores)
     assert record["selected_epoch"] == scores.index(min(scores)) + 1
     assert V.objective_value(val.metrics(model, cpu_ctx, 512, cfg.seed), val.reference, "gap") == pytest.approx(min(scores))
+
+
+def test_a_run_with_select_best_trains_without_the_validation_split(tiny_data):
+    """eval.select=best in a run: every model trains on the train set without the validation samples, TA is still
+    on the real test set, and each method that trains reports the epoch it kept."""
+    import prunelora
+
+    data, splits = tiny_data
+    cfg = _cfg("eval.select=best", "methods=[retrain,finetune]", "unlearn.epochs=2")
+    results = prunelora.run(cfg, progress=False, log=lambda *a, **k: None)
+    held = len(V.carve(data, resolve_config(cfg))[1])
+    sizes = results["data"]["sizes"]
+    assert sizes["forget"] + sizes["retain"] == len(data.y_train) - held
+    assert sizes["test_retain"] == len(splits.test_retain)
+    finetune = next(r for r in results["runs"] if r["method"] == "finetune")
+    assert finetune["info"]["selected_epoch"] in (1, 2) and finetune["info"]["passes"] == 2
+    assert "selected_epoch" not in next(r for r in results["runs"] if r["method"] == "retrain")["info"]
