@@ -76,3 +76,15 @@ def test_missing_optuna_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` then raises ImportError
     with pytest.raises(UserError, match=r"^prunelora tune needs Optuna.*pip install prunelora\[tune\]$"):
         _optuna()
+
+
+def test_the_retrain_free_objective_needs_no_retrain(tmp_path, monkeypatch):
+    """objective=retrain_free: no retrain is trained, and a trial's value is the mean of its forget-validation
+    accuracy and 100 - its retain-validation accuracy."""
+    from prunelora.methods import retrain as retrain_module
+
+    monkeypatch.setattr(retrain_module, "retrain", lambda *a: pytest.fail("a retrain was trained"))
+    summary = tune(_cfg("eval.objective=retrain_free"), "ssd", tmp_path / "t", trials=2, progress=False)
+    m = summary["best"]["metrics_on_validation"]
+    assert summary["retrain_on_validation"] is None
+    assert summary["best"]["value"] == pytest.approx((m["forget_TA"] + 100.0 - m["TA"]) / 2)
