@@ -102,6 +102,29 @@ CASES = {
                            "is a directory; pass a YAML file"),
     "unlearn-negative-seed": (lambda t, c, o, tiny, r, u: ["unlearn", "--checkpoint", c, "--method", "lora",
                                                            "--out", o, "seed=-1"], "seed is -1"),
+    # validation and tuning
+    "select-unknown": (lambda t, c, o, tiny, r, u: ["run", "--out", o, *tiny, "eval.select=first"],
+                       "eval.select is 'first'; it must be one of last, best"),
+    "retrain-free-for-samples": (lambda t, c, o, tiny, r, u: ["run", "--out", o, *tiny, "forget.fraction=0.1",
+                                                              "eval.objective=retrain_free"],
+                                 "eval.objective=retrain_free scores forgetting on held-out samples"),
+    "select-best-for-a-sequence": (lambda t, c, o, tiny, r, u: ["run", "--out", o, *tiny, "forget.sequence=[[1],[2]]",
+                                                                "forget.classes=null", "eval.select=best"],
+                                   "a forget.sequence needs eval.select=last"),
+    "tune-unknown-method": (lambda t, c, o, tiny, r, u: ["tune", "--method", "prunlora", "--out", o, *tiny],
+                            "Did you mean 'prunelora'"),
+    "tune-nothing-to-tune": (lambda t, c, o, tiny, r, u: ["tune", "--method", "retrain", "--out", o, *tiny],
+                             "method 'retrain' has nothing to tune"),
+    "tune-zero-trials": (lambda t, c, o, tiny, r, u: ["tune", "--method", "ssd", "--trials", "0", "--out", o, *tiny],
+                         "--trials is 0; it must be at least 1"),
+    "tune-negative-seconds": (lambda t, c, o, tiny, r, u: ["tune", "--method", "ssd", "--seconds", "-5", "--out", o,
+                                                           *tiny], "--seconds is -5.0"),
+    "tune-trials-not-a-number": (lambda t, c, o, tiny, r, u: ["tune", "--method", "ssd", "--trials", "many", "--out",
+                                                              o, *tiny], "invalid int value: 'many'"),
+    "tune-bad-setting": (lambda t, c, o, tiny, r, u: ["tune", "--method", "ssd", "--out", o, *tiny,
+                                                      "hparams.ssd.alpha=-1"], "hparams.ssd.alpha is -1.0"),
+    "tune-out-unwritable": (lambda t, c, o, tiny, r, u: ["tune", "--method", "ssd", "--out", str(u / "tune"), *tiny],
+                            "cannot be written"),
     # known once the data set is loaded, still before any training
     "split-without-train-samples": (lambda t, c, o, tiny, r, u: ["run", "--out", o, *tiny, "data.test_fraction=0.999"],
                                     "data.test_fraction is 0.999"),
@@ -157,7 +180,7 @@ def _file(path: Path) -> Path:
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys, checkpoint, tiny_overrides, run_dir,
                                                   request):
     build, fragment = CASES[case]
-    writable = case not in ("out-unwritable", "evaluate-out-unwritable")
+    writable = case not in ("out-unwritable", "evaluate-out-unwritable", "tune-out-unwritable")
     unwritable = tmp_path if writable else request.getfixturevalue("unwritable")
     out = tmp_path / "out"
     argv = build(tmp_path, str(checkpoint), str(out), tiny_overrides, run_dir, unwritable)

@@ -21,7 +21,7 @@ from prunelora.methods import UnlearnTask, method_task
 from prunelora.methods.boundary_shrink import nearest_other_class
 from prunelora.methods.importance import dampen, grad_statistics, saliency_mask
 from prunelora.methods.losses import kl_to_teacher, l1_norm, linear_decay, random_wrong_labels
-from prunelora.methods.random_labels import relabel_forget
+from prunelora.methods.random_labels import RandomRelabel, relabel_forget
 from prunelora.methods.run import unlearn_one
 
 
@@ -142,6 +142,63 @@ def test_random_labels_relabel_only_forget_samples(task):
     assert not (labels[forget] == task.data.y_train[forget]).any()
     assert torch.equal(labels[retain], task.data.y_train[retain])
     assert torch.equal(labels, relabel_forget(task, seed=0))
+
+
+def test_random_relabel_draws_anew_for_every_batch():
+    """The same forget samples in two batches get independent wrong labels (the reference's torch.randint per
+    batch): two draws agree on about 1/9 of 900 samples of 10 classes, never on all; retain rows keep theirs."""
+    forget = torch.zeros(1000, dtype=torch.bool)
+    forget[:900] = True
+    y = torch.arange(1000) % 10
+    relabel = RandomRelabel(forget, 10, seed=0)
+    rows = torch.arange(1000)
+    first, second = relabel(y, rows), relabel(y, rows)
+    assert (first[:900] != y[:900]).all() and (second[:900] != y[:900]).all()
+    assert torch.equal(first[900:], y[900:]) and torch.equal(second[900:], y[900:])
+    agree = (first[:900] == second[:900]).float().mean().item()
+    assert 0.06 < agree < 0.17  # 1/9 = 0.111 if independent; 1.0 if drawn once
+
+
+@pytest.mark.parametrize("method", ["random_labels", "salun"])
+def test_random_labels_and_salun_redraw_per_batch_by_default(method, task, trained_original, cpu_ctx, monkeypatch):
+    """Over two epochs every forget sample is seen twice, with two independent draws: about 1/9 of them agree
+    (digits has 10 classes); with redraw=once the labels come from one draw and the objective never relabels."""
+    seen = {}
+    call = RandomRelabel.__call__
+
+    def spy(self, y, rows):
+        out = call(self, y, rows)
+        for r, label in zip(rows[self.forget[rows]].tolist(), out[self.forget[rows]].tolist()):
+            seen.setdefault(r, []).append(label)
+        return out
+
+    monkeypatch.setattr(RandomRelabel, "__call__", spy)
+    unlearn_one(method, trained_original, _task_with(task, f"hparams.{method}.epochs=2"), cpu_ctx)
+    assert sorted(seen) == task.splits.forget.tolist() and all(len(v) == 2 for v in seen.values())
+    agree = sum(a == b for a, b in seen.values()) / len(seen)
+    assert agree < 0.3
+    seen.clear()
+    unlearn_one(method, trained_original, _task_with(task, f"hparams.{method}.redraw=once"), cpu_ctx)
+    assert seen == {}
+
+
+def test_scrub_honours_bn_and_one_schedule_over_every_pass(task, trained_original, cpu_ctx, monkeypatch):
+    """unlearn.bn=frozen leaves every BatchNorm statistic as the original's; unlearn.schedule=onecycle is one
+    schedule stepped once per batch of every max and min pass (OneCycleLR refuses a step past its total)."""
+    model, _ = unlearn_one("scrub", trained_original, _task_with(task, "unlearn.bn=frozen"), cpu_ctx)
+    stats = [k for k in model.state_dict() if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(model.state_dict()[k], trained_original.state_dict()[k]) for k in stats)
+    from prunelora.methods import scrub as scrub_module
+
+    made = []
+    real = scrub_module.make_schedule
+    monkeypatch.setattr(scrub_module, "make_schedule", lambda *a: made.append(real(*a)) or made[-1])
+    onecycle = _task_with(task, "unlearn.schedule=onecycle", "hparams.scrub.epochs=3")
+    unlearn_one("scrub", trained_original, onecycle, cpu_ctx)
+    (schedule,) = made
+    forget_steps, retain_steps = -(-len(task.splits.forget) // 128), -(-len(task.splits.retain) // 128)
+    assert schedule.total_steps == 2 * forget_steps + 3 * retain_steps  # max passes in the first 2 epochs
+    assert schedule.last_epoch == schedule.total_steps
 
 
 def test_salun_changes_only_the_salient_share(task, trained_original, cpu_ctx):

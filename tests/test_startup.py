@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("torch", "timm", "peft", "sklearn", "matplotlib", "safetensors")
+HEAVY = ("torch", "timm", "peft", "sklearn", "matplotlib", "safetensors", "optuna")
 
 SCRIPT = textwrap.dedent("""
     import contextlib, io, json, sys
@@ -43,6 +43,7 @@ def test_the_command_line_answers_without_pytorch(tmp_path, checkpoint):
         ["run", "--config", str(tmp_path)],
         ["evaluate", "--checkpoint", str(checkpoint), "unlearn.lr=.inf"],
         ["unlearn", "--checkpoint", str(checkpoint), "--method", "prunelora", "--out", str(checkpoint.parent)],
+        ["tune", "--method", "ssd", "--trials", "0", "--out", str(tmp_path / "d")],
     ]
     script = SCRIPT.format(heavy=HEAVY, commands=commands)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)

@@ -106,13 +106,14 @@ def unlearn(
     from .checkpoints import save_checkpoint
     from .environment import environment
     from .experiment import model_facts, open_experiment
-    from .methods.run import unlearn_one
+    from .methods.run import retrain_reference, unlearn_one
     from .metrics.scoring import combine_metrics, evaluate_model
 
     state, cfg, extra = _load(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
     exp = open_experiment(cfg, progress, out)
     original = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
-    model, record = unlearn_one(method, original, exp.task(), exp.ctx)
+    validation = exp.validation and retrain_reference(exp.validation, original, exp.task(), exp.ctx)
+    model, record = unlearn_one(method, original, exp.task(), exp.ctx, validation)
     metrics = combine_metrics(evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx), record)
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb", "history")}
     facts = model_facts(exp.data, extra.get("channels_removed", False) or "removed_layers" in record)

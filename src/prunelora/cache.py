@@ -46,7 +46,8 @@ def execution(ctx) -> dict:
 
 
 def model_key(role: str, cfg, seed: int, index: torch.Tensor, ctx) -> tuple[str, str]:
-    """(sha256 hex, description): what determines a model trained in `role` on train samples `index` with `ctx`."""
+    """(sha256 hex, description): what determines a model trained in `role` on train samples `index` (rows of the
+    data set's own train set: `ImageData.source_rows`) with `ctx`."""
     data = {k: v for k, v in to_dict(cfg.data).items() if k != "download"}
     described = json.dumps({
         "role": role, "code": TRAINING_CODE_VERSION, "torch": torch.__version__.split("+")[0],

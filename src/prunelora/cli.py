@@ -1,4 +1,4 @@
-"""`prunelora` command line: run, train, unlearn, evaluate, export, report, list. Each subcommand calls the Python API.
+"""`prunelora` command line: run, train, unlearn, evaluate, export, report, tune, list. Each subcommand calls the Python API.
 
 It starts fast: this module imports no PyTorch (nor timm, peft, scikit-learn, matplotlib). `--help`, `--version`,
 `list` and every mistake in the settings answer before PyTorch is imported; a command imports it once its config,
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="merge runs into one table (markdown, CSV, LaTeX) with plots")
     p.add_argument("runs", nargs="+", metavar="DIR", help="directories written by prunelora run")
     p.add_argument("--out", help="where to write report.md/.csv/.tex and the PNGs (default: the first DIR)")
+    p = sub.add_parser("tune", help="search a method's hyper-parameters on a validation split (never the test set)")
+    _common(p, "output directory (default: runs/tune-<method>); started again, the tune continues its study")
+    p.add_argument("--method", required=True, help="method name (see prunelora list: each shows what it tunes)")
+    p.add_argument("--trials", type=int, help="trials in all, those of an interrupted tune included "
+                   "(default 20 when --seconds is not given)")
+    p.add_argument("--seconds", type=float, help="stop starting trials after this many seconds (this session)")
     sub.add_parser("list", help="methods, models, data sets and evidence metrics")
     parser.commands = dict(sub.choices)  # name -> sub-parser, for intermixed parsing in main()
     return parser
@@ -76,7 +82,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
-        return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export, "report": cmd_report, "list": cmd_list}[
+        return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export,
+                "report": cmd_report, "tune": cmd_tune, "list": cmd_list}[
             args.command
         ](args)
     except UserError as err:
@@ -176,6 +183,32 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tune import check_tune, tune
+
+    cfg = C.load_config(args.config, args.overrides)
+    out = Path(args.out or f"runs/tune-{args.method}")
+    check_tune(cfg, args.method, out, args.trials, args.seconds)  # every input, before PyTorch or Optuna loads
+    summary = tune(cfg, args.method, out, args.trials, args.seconds, progress=not args.quiet, log=_log(args))
+    print(tune_summary(summary))
+    print(f"wrote {out}/best.yaml (prunelora run --config {out}/best.yaml), trials.csv, trials.md, tune.json",
+          file=sys.stderr)
+    return 0
+
+
+def tune_summary(summary: dict) -> str:
+    """The lines `prunelora tune` prints: the winner, its validation scores, and what tuning cost beside the method."""
+    best, m = summary["best"], summary["best"]["metrics_on_validation"]
+    settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    lines = [(f"best of {summary['trials']} trials ({summary['diverged']} diverged): {summary['objective']} "
+              f"{best['value']:.2f} at trial {best['trial']}: {settings}"),
+             "validation (mean over seeds {}): UA {:.2f}  MIA {:.2f}  RA {:.2f}  retain-val acc {:.2f}  forget-val acc {:.2f}"
+             .format(summary["seeds"], *(m[k] if m[k] is not None else float("nan") for k in ("UA", "MIA", "RA", "TA", "forget_TA")))]
+    lines.append(f"cost: the method {summary['method_seconds_per_run']:.1f} s per run; tuning it took "
+                 f"{summary['tuning_seconds']:.0f} s ({summary['setup_seconds']:.0f} s of it the validation original and retrain)")
+    return "\n".join(lines)
+
+
 def cmd_list(args) -> int:
     from .data.catalog import DATASETS
     from .methods.catalog import METHODS
@@ -190,6 +223,8 @@ def cmd_list(args) -> int:
         settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec.config()).items() if v is not None)
         if settings:
             print(f"  {'':<16}   {settings}")
+        if spec.config.space:
+            print(f"  {'':<16}   tunes: {', '.join(spec.config.space)}")
     print("models:")
     for name in MODELS:
         spec = MODELS.get(name)

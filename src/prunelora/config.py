@@ -24,6 +24,8 @@ from .errors import UserError
 
 BN_MODES = ("recalibrate", "train", "frozen", "refit")  # BatchNorm during unlearning, see UnlearnConfig.bn
 DECAY_MODES = ("all", "weights")  # which parameters weight decay applies to, see TrainConfig.decay
+SELECT_MODES = ("last", "best")  # which epoch a method keeps, see EvalConfig.select
+OBJECTIVES = ("gap", "retrain_free")  # validation objectives, see EvalConfig.objective
 PAPER_METHODS = ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
 # every seed (seed, seeds, data.split_seed, forget.seed) is in [0, SEED_MAX]: the seeds derived from it (a method's
 # seed * 1_000_003 + ..., then * 7919 or * 1000 + ... inside the loops) stay within what torch.Generator (unsigned
@@ -199,8 +201,23 @@ class EvalConfig:
     # train set per epoch, left out of the method's time; off by default to keep the default run short
     curves: bool = False
     attack_shadows: int = 4  # shadow models retrained from scratch for the `attack` metric (opt-in: it trains them)
+    # which epoch of each method's training is kept. last | best: the epoch that scores best by `objective` on a
+    # validation split carved from the train set (never the test set); that split is then held out of every model
+    # of the run (original, retrain, methods), so best changes what they train on (docs/tuning in README)
+    select: str = "last"
+    # the validation objective of `select=best` and of `prunelora tune`, lower is better, in points. gap: mean
+    # |UA, MIA, RA, validation accuracy - retrain's| on the validation split (retrain trained without it, cached);
+    # retrain_free: mean of the forget-validation accuracy and 100 - the retain-validation accuracy (class requests)
+    objective: str = "gap"
+    val_fraction: float = 0.1  # share of each class of the train set carved out as the validation split
+    val_seed: int = 0  # seed of that draw (fixed across experiment seeds)
 
     def __post_init__(self):
+        require(self.select in SELECT_MODES, "eval.select", self.select, f"one of {', '.join(SELECT_MODES)}")
+        require(self.objective in OBJECTIVES, "eval.objective", self.objective, f"one of {', '.join(OBJECTIVES)}")
+        require(_finite(self.val_fraction) and 0.0 < self.val_fraction <= 0.5, "eval.val_fraction", self.val_fraction,
+                "in (0, 0.5], e.g. 0.1")
+        check_seed("eval.val_seed", self.val_seed)
         require(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
         require(self.relearn_samples > 0, "eval.relearn_samples", self.relearn_samples, "a positive integer")
         require(self.relearn_steps > 0, "eval.relearn_steps", self.relearn_steps, "a positive integer")
@@ -252,6 +269,11 @@ class ExperimentConfig:
         for i, seed in enumerate(self.seeds):
             check_seed(f"seeds[{i}]", seed)
         _check(len(set(self.seeds)) == len(self.seeds), "seeds lists a seed twice; name each once")
+        _check(self.eval.select == "last" or self.forget.sequence is None,
+               "eval.select=best picks epochs for one request; a forget.sequence needs eval.select=last")
+        _check(self.eval.objective != "retrain_free" or self.forget.kind == "classes",
+               "eval.objective=retrain_free scores forgetting on held-out samples of the forgotten classes, which a "
+               "request of samples does not have; use eval.objective=gap")
 
 
 def _check(ok: bool, message: str) -> None:

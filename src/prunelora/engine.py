@@ -103,6 +103,11 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None, min_last
     return out
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps of one pass over n samples, as `fit` batches them (a lone trailing sample joins the last batch)."""
+    return len(batches(n, batch_size, None, 2 * dist.world().size))
+
+
 def set_bn_eval(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -195,20 +200,22 @@ def fit(
     paired: tuple[torch.Tensor, int] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     bn_index: torch.Tensor | None = None,
+    schedule=None,
 ) -> list[dict]:
     """Train the parameters of `model` that require grad on train samples `index`.
 
     `labels` overrides the data set's labels (same length as the train set). `objective` replaces
     cross-entropy. `paired=(index2, batch_size2)` appends to every batch `batch_size2` samples cycled from
     `index2` (one forward over both; the epoch still ends when `index` is used up). `optimizer` continues an
-    existing optimizer (its state kept) instead of making one from the recipe. BatchNorm statistics are
-    refitted / recalibrated (recipe.bn) over `bn_index` (default `index`; methods that train on forget
-    samples pass the retain set). Returns per-epoch
+    existing optimizer (its state kept) instead of making one from the recipe, and `schedule` continues a
+    learning-rate schedule spanning several calls (stepped once per batch; give the recipe schedule=constant).
+    BatchNorm statistics are refitted / recalibrated (recipe.bn) over `bn_index` (default `index`; methods that
+    train on forget samples pass the retain set). Returns per-epoch
     {"epoch", "loss", "acc", "seconds"}, loss and accuracy measured on the training batches.
     """
     loop = TrainingLoop(model, data, recipe, ctx, labels, objective, optimizer)
     n_batches = len(batches(len(index), recipe.batch_size, None, loop.min_last))
-    loop.schedule = make_schedule(loop.optimizer, recipe, recipe.epochs * n_batches)
+    loop.schedule = schedule or make_schedule(loop.optimizer, recipe, recipe.epochs * n_batches)
     loop.pair = Cycle(paired[0], paired[1], loop.generator) if paired is not None else None
     bn_index = index if bn_index is None else bn_index
     if recipe.bn == "refit":

@@ -36,6 +36,7 @@ from .methods import METHODS, UnlearnTask
 from .methods.variants import base_method, variant_config
 from .models import TIMM_PREFIX, arch_of, check_timm_name, classifier_name, create_model, get_spec, select_layers
 from .resolve import check_out, resolve_config
+from .validation import Validation, selection_data
 
 __all__ = ["Experiment", "check_model", "make_context", "model_facts", "open_experiment", "prepare", "request_splits",
            "resolve_config", "train_original"]
@@ -49,6 +50,7 @@ class Experiment:
     ctx: Context
     data: ImageData  # on the GPU (uint8) when the device is one
     splits: Splits  # of the whole request (for a sequence: of every request together)
+    validation: Validation | None = None  # with eval.select=best: the validation view (of the same train rows)
 
     def for_seed(self, seed: int) -> Experiment:
         """The same experiment at another seed (the config's and the context's)."""
@@ -70,9 +72,9 @@ def open_experiment(cfg: C.ExperimentConfig, progress: bool = True, out: str | P
     if cfg.model.name.startswith(TIMM_PREFIX):
         check_timm_name(cfg.model.name[len(TIMM_PREFIX):])
     ctx = make_context(cfg, progress)
-    data, splits = prepare(cfg, ctx.device)
+    data, splits, validation = prepare_all(cfg, ctx.device)
     check_model(cfg, data)
-    return Experiment(cfg, ctx, data, splits)
+    return Experiment(cfg, ctx, data, splits, validation)
 
 
 def check_model(cfg: C.ExperimentConfig, data: ImageData) -> None:
@@ -111,11 +113,24 @@ def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
 
 def prepare(cfg: C.ExperimentConfig, device: torch.device | None = None) -> tuple[ImageData, Splits]:
     """The data set (moved whole to `device`, as uint8, when it is a GPU) and the forget/retain/test splits."""
+    return prepare_all(cfg, device)[:2]
+
+
+def prepare_all(cfg: C.ExperimentConfig, device: torch.device | None = None
+                ) -> tuple[ImageData, Splits, Validation | None]:
+    """`prepare`, plus the validation view with eval.select=best; the data set is then its train set without the
+    validation samples (and the real test set), the same train rows as the view's."""
     data = load_dataset(cfg.data)
-    splits = request_splits(cfg.forget, data)
+    validation = None
+    if cfg.eval.select == "best":
+        data, splits, validation = selection_data(cfg, data)
+    else:
+        splits = request_splits(cfg.forget, data)
     if device is not None and device.type == "cuda":
         data = data.to(device)
-    return data, splits
+        if validation is not None:
+            validation.data = validation.data.to(device)
+    return data, splits, validation
 
 
 def request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
@@ -146,7 +161,7 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
         return ctx.prepare_model(model).eval(), record
     model = ctx.prepare_model(model)
     everything = torch.arange(len(data.y_train))
-    key, described = cache.model_key("original", cfg, cfg.seed, everything, ctx)
+    key, described = cache.model_key("original", cfg, cfg.seed, data.source_rows(everything), ctx)
     if cfg.cache and (record := cache.load("original", key, model)) is not None:
         return model.eval(), record
     ctx.meter = CostMeter(ctx.device)

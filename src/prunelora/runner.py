@@ -20,7 +20,7 @@ from .data import Splits, make_splits, resolve_classes
 from .environment import environment, setup_of
 from .experiment import Experiment, model_facts, open_experiment, train_original
 from .methods import UnlearnTask
-from .methods.run import unlearn_one
+from .methods.run import retrain_reference, unlearn_one
 from .metrics.evidence import EvidenceInput
 from .metrics.scoring import add_comparisons, combine_metrics, evaluate_model
 from .report.write import write_results
@@ -88,6 +88,8 @@ def run_request(
     runs = [_run_entry("original", cfg, combine_metrics(scores, original_cost), original_cost)]
     log(_progress_line(runs[-1]))
     task = exp.task()
+    # eval.select=best: retrain's scores on the validation split, the reference of the gap objective
+    validation = retrain_reference(exp.validation, original, task, ctx) if exp.validation is not None else None
     for name in cfg.methods:
         done = store.load(cfg.seed, name) if store is not None else None
         if done is not None:
@@ -95,7 +97,7 @@ def run_request(
             kept[name], models[name] = {"outputs": done[1]}, None
             log(f"seed {cfg.seed} {name:>15}: done before, loaded from {store.dir}")
             continue
-        entry, models[name], kept[name] = _run_method(exp, task, name, starts.get(name, original), log)
+        entry, models[name], kept[name] = _run_method(exp, task, name, starts.get(name, original), log, validation)
         runs.append(entry)
         if store is not None and step is None:  # sequences restart a seed whole: later requests need the models
             store.save(cfg.seed, name, entry, kept[name].get("outputs"))
@@ -105,14 +107,14 @@ def run_request(
     return runs, models
 
 
-def _run_method(exp: Experiment, task: UnlearnTask, name: str, start: nn.Module | None, log):
+def _run_method(exp: Experiment, task: UnlearnTask, name: str, start: nn.Module | None, log, validation=None):
     """(entry, unlearned model or None, {"outputs": its logits}) of one method; a diverging method is an entry
     with an error, and the others still run."""
     cfg = exp.config
     if start is None:
         return _failed(name, cfg, "failed at an earlier request"), None, {}
     try:
-        model, record = unlearn_one(name, start, task, exp.ctx)
+        model, record = unlearn_one(name, start, task, exp.ctx, validation)
         kept = {}
         scores = evaluate_model(model, exp.data, exp.splits, cfg, exp.ctx, kept)
     except FloatingPointError as err:  # a diverging method: report it, keep the others

@@ -36,6 +36,9 @@ class ImageData:
     mean: tuple[float, ...]  # per channel, in [0, 1] units
     std: tuple[float, ...]
     augment: str = "none"  # training augmentation: none | crop | flip | crop_flip (see data/augment.py)
+    # for a view with samples held out (validation.py): each train sample's row in the data set's own train set;
+    # None = the train set as loaded. Model cache keys name samples by these rows
+    train_rows: torch.Tensor | None = None
     # mean and std as (1, C, 1, 1) tensors per device, made once: a copy from host memory per batch would make
     # the host wait for the GPU, and is not allowed inside a CUDA graph
     _stats: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
@@ -56,6 +59,10 @@ class ImageData:
         """The same data set with its tensors on `device` (kept uint8: 1 byte per pixel)."""
         moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
         return dataclasses.replace(self, **moved)
+
+    def source_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Train samples `index` of this view as rows of the data set's own train set (what they are, for caches)."""
+        return index if self.train_rows is None else self.train_rows[index.to(self.train_rows.device)]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> float, scaled to [0, 1] then standardised per channel (on x's device)."""

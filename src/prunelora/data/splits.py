@@ -98,3 +98,16 @@ def read_indices(path: str | Path, n: int) -> torch.Tensor:
     if len(unique) >= n:
         raise UserError(f"forget.indices names all {n} train samples, which leaves nothing to retain")
     return torch.tensor(unique, dtype=torch.long)
+
+
+def validation_index(y_train: torch.Tensor, eligible: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A stratified, seeded validation split of the train set: from each class, round(fraction * n) of its
+    `eligible` samples (at least one, and never all of them), drawn with `seed`. Sorted train-set indices."""
+    generator = torch.Generator().manual_seed(seed)
+    y = y_train.cpu()
+    chosen = []
+    for c in torch.unique(y[eligible.cpu()]).tolist():
+        members = torch.nonzero(eligible.cpu() & (y == c)).flatten()
+        k = min(max(round(fraction * len(members)), 1), len(members) - 1)
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)

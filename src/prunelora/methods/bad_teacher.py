@@ -4,9 +4,11 @@ randomly initialised model of the same architecture (incompetent) on forget samp
 KL_T(teacher_i || student) with teacher_i chosen per sample; data: the forget set plus a random
 `retain_share` of the retain set, shuffled together.
 
-Reference defaults: T 1, Adam, lr 1e-4, 1 epoch, 30% of the retain set, batch 256. Ours: lr 1e-3. On the
-default one epoch is five steps (about 80 on CIFAR-10); lr 1e-4 gave UA 6, lr 1e-3 UA 100 with RA 98.1
-(98.8 with 5 epochs).
+Reference defaults: T 1, Adam, lr 1e-4, 1 epoch, 30% of the retain set, batch 256, KL with PyTorch's default
+reduction `mean` (divided by batch x classes). Ours: lr 1e-3, batch 128 (`unlearn.batch_size`; set
+`hparams.bad_teacher.batch_size=256` for the reference's), KL per sample (`batchmean`, larger by the class count:
+a constant factor that Adam's per-weight scaling almost cancels). On the default one epoch is five steps (about
+80 on CIFAR-10); lr 1e-4 gave UA 6, lr 1e-3 UA 100 with RA 98.1 (98.8 with 5 epochs).
 """
 
 from __future__ import annotations

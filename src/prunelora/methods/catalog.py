@@ -10,14 +10,71 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from ..config import require
 from ..registry import Registry, resolve
+
+# ---------------------------------------------------------------- search spaces (`prunelora tune`)
+
+
+@dataclass(frozen=True)
+class Log:
+    """A number drawn log-uniformly from [low, high] (learning rates, loss weights)."""
+
+    low: float
+    high: float
+
+    def suggest(self, trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=True)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A number drawn uniformly from [low, high]."""
+
+    low: float
+    high: float
+
+    def suggest(self, trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer from [low, high], log-uniformly when `log` (epochs over a wide range)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def suggest(self, trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few values."""
+
+    values: tuple
+
+    def suggest(self, trial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.values))
+
+
+# the recipe of a method trained on the retain set: 57 steps per epoch on the default
+RECIPE_SPACE = {"lr": Log(1e-4, 1e-2), "epochs": Int(1, 10)}
+# methods trained on the forget set alone see 7 steps per epoch on the default (800 samples) against about 70 in
+# their references (CIFAR-10's 4,500): epochs and batch size cover the references' step counts (88 to 790)
+FORGET_ONLY_SPACE = {"lr": Log(1e-5, 1e-1), "epochs": Int(1, 30, log=True), "batch_size": Choice((32, 64, 128))}
 
 
 @dataclass
 class MethodConfig:
     """A method's own hyper-parameters (hparams.<method>.<key>); this base has none."""
+
+    # what `prunelora tune` searches: {hparams key: Log | Uniform | Int | Choice}; empty = nothing to tune
+    space: ClassVar[dict] = {}
 
     def apply(self, recipe):
         return recipe
@@ -29,6 +86,7 @@ class RecipeConfig(MethodConfig):
     section (None = the section's value). A method's own config subclasses this, adds its fields and may
     set other defaults (e.g. gradient ascent's smaller learning rate)."""
 
+    space: ClassVar[dict] = RECIPE_SPACE
     epochs: int | None = None  # passes over the method's main data stream
     lr: float | None = None
     optimizer: str | None = None  # sgd | adam | adamw
@@ -81,6 +139,7 @@ def register_method(
 
 @dataclass
 class GradAscentConfig(RecipeConfig):
+    space: ClassVar[dict] = FORGET_ONLY_SPACE
     # batches of forget samples alone would normalise with their own statistics, which the evaluated
     # model (running statistics of all data) never sees: measured, training then does not carry over
     bn: str | None = "frozen"
@@ -90,6 +149,7 @@ class GradAscentConfig(RecipeConfig):
 
 @dataclass
 class NegGradPlusConfig(RecipeConfig):
+    space: ClassVar[dict] = {**RECIPE_SPACE, "beta": Uniform(0.9, 0.9999)}
     beta: float = 0.999  # weight of the retain loss; 1 - beta weighs the (negated) forget loss
 
     def __post_init__(self):
@@ -98,6 +158,7 @@ class NegGradPlusConfig(RecipeConfig):
 
 @dataclass
 class L1SparseConfig(RecipeConfig):
+    space: ClassVar[dict] = {**RECIPE_SPACE, "alpha": Log(1e-6, 1e-3)}
     alpha: float = 1e-4  # initial weight of the L1 penalty (per unit of summed |w|)
 
     def __post_init__(self):
@@ -105,15 +166,30 @@ class L1SparseConfig(RecipeConfig):
 
 
 @dataclass
-class SalUnConfig(RecipeConfig):
-    share: float = 0.5  # share of all weights that may change (the salient ones)
+class RandomLabelsConfig(RecipeConfig):
+    _name = "random_labels"  # (not a setting) the method whose hparams an error names
+    # batch: each forget sample's wrong label drawn anew in every batch (the reference); once: one draw per run
+    redraw: str = "batch"
 
     def __post_init__(self):
+        require(self.redraw in ("batch", "once"), f"hparams.{self._name}.redraw", self.redraw, "batch or once")
+
+
+@dataclass
+class SalUnConfig(RandomLabelsConfig):
+    space: ClassVar[dict] = {**RECIPE_SPACE, "share": Uniform(0.1, 0.9)}
+    share: float = 0.5  # share of all weights that may change (the salient ones)
+
+    _name = "salun"
+
+    def __post_init__(self):
+        super().__post_init__()
         require(0.0 < self.share <= 1.0, "hparams.salun.share", self.share, "in (0, 1]")
 
 
 @dataclass
 class ScrubConfig(RecipeConfig):
+    space: ClassVar[dict] = {**RECIPE_SPACE, "max_epochs": Int(0, 5), "alpha": Log(1e-4, 1.0)}
     max_epochs: int = 2  # epochs that begin with a max step over the forget set (msteps)
     temperature: float = 4.0  # distillation temperature T
     alpha: float = 0.001  # weight of the KL term on the retain set
@@ -128,6 +204,7 @@ class ScrubConfig(RecipeConfig):
 
 @dataclass
 class SSDConfig(RecipeConfig):
+    space: ClassVar[dict] = {"alpha": Log(1.0, 100.0), "lam": Log(0.1, 10.0)}  # no training: nothing else acts
     alpha: float = 30.0  # selection weighting: dampen where I_f > alpha * I_D
     lam: float = 1.0  # dampening constant lambda: factor min(lambda * I_D / I_f, 1)
 
@@ -138,6 +215,7 @@ class SSDConfig(RecipeConfig):
 
 @dataclass
 class BadTeacherConfig(RecipeConfig):
+    space: ClassVar[dict] = {"lr": Log(1e-5, 1e-2), "epochs": Int(1, 5), "retain_share": Uniform(0.1, 1.0)}
     epochs: int | None = 1
     lr: float | None = 1e-3
     optimizer: str | None = "adam"
@@ -151,6 +229,7 @@ class BadTeacherConfig(RecipeConfig):
 
 @dataclass
 class BoundaryShrinkConfig(RecipeConfig):
+    space: ClassVar[dict] = FORGET_ONLY_SPACE
     # batches of forget samples alone would normalise with their own statistics, which the evaluated
     # model (running statistics of all data) never sees: measured, training then does not carry over
     bn: str | None = "frozen"
@@ -173,7 +252,7 @@ for _name, _summary, _uses, _config in [
     ("lora", "LoRA adapters + head on the retain set, no pruning", ("unlearn", "lora"), RecipeConfig),
     ("grad_ascent", "gradient ascent on the forget set (GA)", ("unlearn",), GradAscentConfig),
     ("neggrad_plus", "descend on retain, ascend on forget (NegGrad+)", ("unlearn",), NegGradPlusConfig),
-    ("random_labels", "forget samples relabelled at random, plus retain (RL)", ("unlearn",), RecipeConfig),
+    ("random_labels", "forget samples relabelled at random, plus retain (RL)", ("unlearn",), RandomLabelsConfig),
     ("l1_sparse", "fine-tune on retain with a decaying L1 penalty (l1-sparse)", ("unlearn",), L1SparseConfig),
     ("salun", "random labels on the weights salient to the forget loss (SalUn)", ("unlearn",), SalUnConfig),
     ("scrub", "teacher-student: away from the original on forget, close on retain (SCRUB)", ("unlearn",), ScrubConfig),

@@ -11,8 +11,9 @@ from torch import nn
 def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL(teacher || student) of the softened distributions softmax(logits / T), averaged over the batch.
 
-    This is the distillation loss of SCRUB and Bad Teacher (`F.kl_div(log_softmax(s/T), softmax(t/T),
-    'batchmean')`); Hinton's T^2 factor is left to the caller. In nats per sample.
+    This is the distillation loss of SCRUB and Bad Teacher; Hinton's T^2 factor is left to the caller. In nats per
+    sample (`reduction='batchmean'`), as SCRUB's reference computes it. Bad Teacher's reference calls `F.kl_div`
+    with the default reduction `mean`, which also divides by the number of classes: its loss is this one / C.
     """
     log_student = F.log_softmax(student_logits / temperature, dim=1)
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)

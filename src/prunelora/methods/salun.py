@@ -4,7 +4,8 @@
    value, for every parameter; the `share` of weights with the largest saliency (one threshold across
    the whole model) form the mask.
 2. Random Labels restricted to the mask: forget samples relabelled at random plus the retain set, with
-   the gradient of every weight outside the mask zeroed (those weights keep the original's values).
+   the gradient of every weight outside the mask zeroed (those weights keep the original's values). The wrong
+   labels are drawn anew for every batch, as in the reference (`hparams.salun.redraw=once`: once per run).
 
 Reference defaults (CIFAR-10 ResNet-18): mask share 0.5, SGD, lr about 0.013, 10 epochs. Ours: share 0.5
 with the `unlearn` recipe (Adam, lr 1e-3, 5 epochs); under Adam without weight decay a weight whose

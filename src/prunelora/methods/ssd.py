@@ -6,7 +6,9 @@ forget set D_f; where forget importance exceeds alpha x D's, scale the weight by
 Reference defaults (CIFAR class forgetting, ResNet-18): alpha (selection weighting) 10, lambda (dampening
 constant) 1, importance over batches of 64; every parameter, BatchNorm's included. Ours: alpha 30, batches
 of `unlearn.batch_size`. On the default, alpha 10, 20, 30 and 50 gave UA 100, 100, 100, 33 with RA 82.9,
-96.9, 99.2, 99.9 (lambda 0.1 changed little).
+96.9, 99.2, 99.9 (lambda 0.1 changed little). That alpha was chosen on seed 0; it is erratic across originals: RA
+99.2, 10.8 and 74.5 at seeds 0 to 2 in one run, no change at all at seeds 0 to 2 at one thread, and the alpha 2.9
+`prunelora tune` found over two validation seeds forgets everything with RA 21 to 72 (docs/results.md).
 """
 
 from __future__ import annotations
