@@ -52,7 +52,7 @@ def test_key_covers_how_training_ran(tiny_cfg, monkeypatch):
     assert cache.model_key("original", tiny_cfg, 0, index, cpu)[0] != key
     monkeypatch.delenv("WORLD_SIZE")
     # a GPU run (described without touching a GPU): device type, autocast and memory format enter the key
-    gpu = dict(device=torch.device("cuda"), amp=True, channels_last=True, compile=False, graphs=True)
+    gpu = {"device": torch.device("cuda"), "amp": True, "channels_last": True, "compile": False, "graphs": True}
     assert cache.execution(types.SimpleNamespace(**gpu)) == {"device": "cuda", "amp": True, "channels_last": True,
                                                              "compile": False, "processes": 1, "cuda_graphs": True}
     assert cache.execution(types.SimpleNamespace(**{**gpu, "graphs": False}))["cuda_graphs"] is False
