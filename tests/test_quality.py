@@ -118,3 +118,87 @@ def test_bootstrap_interval():
     low, high = Q.bootstrap_interval(points, seed=0)
     assert low < 0.5 < high and high - low < 0.2  # +- 2 standard errors of 0.035
     assert Q.bootstrap_interval(points, seed=0) == (low, high)
+
+
+# ---------------------------------------------------------------- the registered metrics, wired to a run
+
+
+def _logits(labels: np.ndarray, phi: np.ndarray, classes: int = 10) -> np.ndarray:
+    """Logits whose logit-scaled confidence is phi[i] for sample i: others 0, the true class ln(C - 1) + phi."""
+    z = np.zeros((len(labels), classes))
+    z[np.arange(len(labels)), labels] = np.log(classes - 1) + phi
+    return z
+
+
+def test_metric_on_hand_built_models(tiny_cfg, tiny_data, cpu_ctx, monkeypatch):
+    """4 models a side, every retain and test sample at phi +5 (right), except the first unlearned model, wrong on
+    the first 10% of the retain set (phi -5): RA 90, 100, 100, 100 against 100, so the final score is
+    F x 0.975. Forget samples: retrained phi 0, 1, 2, 3 on every sample; unlearned the same on the second half
+    (epsilon 0: 1 point) and 20 higher on the first half (perfectly told apart: 0 points). F = 0.5."""
+    from prunelora.metrics import ensembles
+    from prunelora.metrics.evidence import EvidenceInput
+
+    data, splits = tiny_data
+    y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
+    forget, retain = splits.forget.numpy(), splits.retain.numpy()
+    half = len(forget) // 2
+
+    def model(k: int, shift: float, wrong: int = 0):
+        phi = np.full(len(y_train), 5.0)
+        phi[forget] = k
+        phi[forget[:half]] += shift
+        phi[retain[:wrong]] = -5.0
+        return _logits(y_train, phi), _logits(y_test, np.full(len(y_test), 5.0))
+
+    unlearned = [model(0, 20.0, wrong=len(retain) // 10)] + [model(k, 20.0) for k in range(1, 4)]
+    retrained = [model(k, 0.0) for k in range(4)]
+    monkeypatch.setattr(ensembles, "ensemble", lambda own, inputs: (unlearned, retrained))
+    inputs = EvidenceInput(data, splits, cpu_ctx, tiny_cfg.eval, tiny_cfg, method="finetune")
+    m = Q.forgetting_quality_metric(None, unlearned[0], inputs)
+    ra = (100.0 * (1 - (len(retain) // 10) / len(retain)) + 300.0) / 400.0
+    assert m["quality_F"] == 0.5 and m["quality_models"] == 4
+    assert m["quality_score"] == pytest.approx(0.5 * ra, rel=1e-12)
+    assert m["quality_leaking"] == pytest.approx(100.0 * half / len(forget))
+    assert m["quality_F_low"] < 0.5 < m["quality_F_high"]
+    assert [x["id"] for x in m["quality_leaks"]] == forget[:10].tolist()  # ties at 50 and a gap of 20: in order
+    assert {x["class"] for x in m["quality_leaks"]} == {data.classes[3]} and m["quality_leaks"][0]["epsilon"] == 50.0
+    k = Q.klom_metric(None, unlearned[0], inputs)
+    # forget, second half: the same histogram, 0. First half: 20 bins of 23/20 over [0, 23]; unlearned 20 21 22 23
+    # fall in bins 17, 18, 19, 19 (p = 1/4, 1/4, 1/2), retrained 0 1 2 3 in bins 0, 0, 1, 2: disjoint, so the three
+    # bins p uses get 1e-5 each, renormalised by 1 + 3e-5: KL = -H(p) + ln((1 + 3e-5) / 1e-5) = ln(1e5 + 3) - 1.5 ln 2
+    assert k["KLOM_forget"] == pytest.approx(half / len(forget) * (math.log(1e5 + 3) - 1.5 * math.log(2)), rel=1e-12)
+    assert k["KLOM_test"] == 0.0
+
+
+def test_quality_in_a_tiny_run(tiny_overrides, tmp_path):
+    """End to end on the tiny digits set: the unlearned side of `original` is 4 originals of different seeds, each
+    sure of its forgotten digits; a retrain's are retrains, scored against the shadows. Only what holds on any CPU is
+    asserted: retrain scores well above the original, the original leaks far more; the report lists what leaks."""
+    from prunelora.config import load_config
+    from prunelora.metrics import ensembles
+    from prunelora.report.tables import markdown_report
+    from prunelora.runner import run
+
+    cfg = load_config(overrides=[*tiny_overrides, "methods=[retrain]", "eval.evidence=[forgetting_quality,klom]",
+                                 "eval.curves=false", "eval.quality_leaks=3"])
+    results = run(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    m = {r["method"]: r["metrics"] for r in results["runs"]}
+    assert m["retrain"]["quality_F"] > m["original"]["quality_F"] + 0.1
+    assert m["original"]["quality_leaking"] > m["retrain"]["quality_leaking"] + 30
+    assert m["retrain"]["KLOM_forget"] < m["original"]["KLOM_forget"]
+    assert len(m["original"]["quality_leaks"]) == 3 and m["original"]["quality_time_s"] > 0
+    assert [ensembles.quality_seed(0, k) for k in range(4)] == [0, 1_000_003, 2_000_006, 3_000_009]
+    report = markdown_report(results)
+    assert "## Forgetting quality" in report and "### Samples that still leak" in report
+    assert f"- original (seed 0): {m['original']['quality_leaks'][0]['id']} (3, " in report
+
+
+def test_a_sequence_is_refused_and_n_is_checked():
+    from prunelora.config import load_config
+    from prunelora.errors import UserError
+    from prunelora.resolve import resolve_config
+
+    with pytest.raises(UserError, match="eval.evidence=klom scores one request, not a sequence"):
+        resolve_config(load_config(overrides=["eval.evidence=[klom]", "forget.sequence=[[1],[2]]"]))
+    with pytest.raises(UserError, match="eval.quality_models is 2; it must be at least 3"):
+        load_config(overrides=["eval.quality_models=2"])

@@ -199,6 +199,13 @@ class EvalConfig:
     # train set per epoch, left out of the method's time; off by default to keep the default run short
     curves: bool = False
     attack_shadows: int = 4  # shadow models retrained from scratch for the `attack` metric (opt-in: it trains them)
+    # models per side behind `forgetting_quality` and `klom`: N originals (the run's own and N - 1 more seeds), each
+    # unlearned by the method, against N retrains (the attack's shadows, shared through the model cache). N limits
+    # the score: the largest finite epsilon is just under ln(N - 1), and two sets of one distribution score F of
+    # about 0.36 (N = 3), 0.26 (N = 4), 0.18 (N = 8) on their own (`prunelora list` and README)
+    quality_models: int = 4
+    quality_leaks: int = 10  # forget samples with the highest epsilon listed in the report (ids and classes)
+    quality_bootstrap: int = 1000  # resamples of the forget samples behind the score's 95% interval
 
     def __post_init__(self):
         require(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
@@ -206,6 +213,11 @@ class EvalConfig:
         require(self.relearn_steps > 0, "eval.relearn_steps", self.relearn_steps, "a positive integer")
         require(_finite(self.relearn_lr) and self.relearn_lr > 0, "eval.relearn_lr", self.relearn_lr, "a positive number")
         require(self.attack_shadows >= 2, "eval.attack_shadows", self.attack_shadows, "at least 2 (a spread needs two models)")
+        require(self.quality_models >= 3, "eval.quality_models", self.quality_models,
+                "at least 3 (with 2 models a side no finite epsilon earns points)")
+        require(self.quality_leaks >= 0, "eval.quality_leaks", self.quality_leaks, "0 or more samples to list")
+        require(self.quality_bootstrap >= 100, "eval.quality_bootstrap", self.quality_bootstrap,
+                "at least 100 resamples")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import numpy as np
 
@@ -59,23 +60,25 @@ def double_threshold_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     narrow, wide = (pos, neg) if np.ptp(pos) < np.ptp(neg) else (neg, pos)
     steps = int(math.ceil(2 * BUFFER * STEPS_PER_UNIT))
     top = float(narrow.max())
-    right = np.repeat(np.linspace(top - BUFFER, top + BUFFER, steps), steps)
-    left = right - float(np.ptp(narrow)) + np.tile(np.linspace(-BUFFER, BUFFER, steps), steps)
-    caught_wide = _count_within(np.sort(wide), left, right)
-    missed_narrow = len(narrow) - _count_within(np.sort(narrow), left, right)
-    return np.stack([caught_wide, missed_narrow], 1)
+    right = np.linspace(top - BUFFER, top + BUFFER, steps)  # (steps,) right ends
+    left = right[:, None] - float(np.ptp(narrow)) + np.linspace(-BUFFER, BUFFER, steps)[None, :]  # (steps, steps)
+    caught_wide = _count_within(np.sort(wide), left, right[:, None])
+    missed_narrow = len(narrow) - _count_within(np.sort(narrow), left, right[:, None])
+    return np.stack([caught_wide.ravel(), missed_narrow.ravel()], 1)
 
 
 def _count_within(sorted_values: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """How many of `sorted_values` lie in [left_i, right_i], for every i."""
-    return np.searchsorted(sorted_values, right, side="right") - np.searchsorted(sorted_values, left, side="left")
+    """How many of `sorted_values` lie in [left, right], elementwise (broadcast); 0 where left > right."""
+    inside = np.searchsorted(sorted_values, right, side="right") - np.searchsorted(sorted_values, left, side="left")
+    return np.maximum(inside, 0)
 
 
 def epsilon_of_counts(counts: np.ndarray, n: int, delta: float = DELTA) -> float:
     """The largest epsilon any (FP, FN) row of `counts` proves with n models per side: infinite if a row has both
     0; rows with just one of them 0 are left out (too few models to tell); each bound is clipped at 0 from below,
     and a direction through a rate of 1 (log of a negative number) proves nothing. 0 when no row is left."""
-    fp, fn = counts[:, 0], counts[:, 1]
+    seen = np.bincount(counts[:, 0] * (n + 1) + counts[:, 1], minlength=(n + 1) ** 2) > 0  # distinct rows only
+    fp, fn = np.divmod(np.flatnonzero(seen), n + 1)
     if np.any((fp == 0) & (fn == 0)):
         return math.inf
     both = (fp > 0) & (fn > 0)
@@ -142,8 +145,7 @@ def resolution(n: int) -> dict:
     the number of buckets (an epsilon past them counts as perfect separation: 0 points), the smallest non-zero points
     a sample can earn, the distinct finite epsilons (one per pair of non-zero rates), and the chance ceiling: the F of
     two sets of n models drawn from one distribution, which is what a method as good as retraining scores."""
-    rates = np.arange(1, n) / n
-    values = {round(epsilon_of_counts(np.array([[a * n, b * n]]), n), 6) for a in rates for b in rates}
+    values = {round(epsilon_of_counts(np.array([[a, b]]), n), 6) for a in range(1, n) for b in range(1, n)}
     largest = max(values)
     return {"models": n, "largest_finite_epsilon": largest, "buckets": int(round(max_epsilon(n) / BUCKET)),
             "smallest_points": float(bucket_points(np.array([largest]), n)[0]), "distinct_epsilons": sorted(values),
@@ -203,3 +205,65 @@ def leak_list(eps: np.ndarray, unlearned: np.ndarray, retrained: np.ndarray, ids
     return [{"id": int(ids[i]), "class": classes[int(labels[i])], "epsilon": float(eps[i]),
              "phi_unlearned": float(np.median(unlearned[:, i])), "phi_retrained": float(np.median(retrained[:, i]))}
             for i in order]
+
+
+# ---------------------------------------------------------------- registered evidence metrics (eval.evidence)
+
+
+def forgetting_quality_metric(model, outs, inputs) -> dict:
+    """The challenge's scores of the method that made `model` (`inputs.method`), from eval.quality_models unlearned
+    and retrained models (`ensembles.py`); `quality_time_s` is the seconds it took, training included."""
+    start = time.perf_counter()
+    unlearned, retrained, labels = _phis(outs, inputs)
+    n = len(unlearned)
+    eps = epsilons(unlearned, retrained)
+    points = bucket_points(eps, n)
+    f = float(points.mean())
+    low, high = bootstrap_interval(points, inputs.ctx.seed, inputs.config.quality_bootstrap)
+    utility = _utility_ratio(outs, inputs)
+    res = resolution(n)
+    data, forget = inputs.data, inputs.splits.forget.numpy()
+    leaks = leak_list(eps, unlearned, retrained, forget, labels, data.classes, inputs.config.quality_leaks)
+    return {"quality_F": f, "quality_F_low": low, "quality_F_high": high, "quality_score": f * utility,
+            "quality_score_low": low * utility, "quality_score_high": high * utility, "quality_models": n,
+            "quality_ceiling": res["chance_ceiling"], "quality_max_epsilon": res["largest_finite_epsilon"],
+            "quality_leaking": float(100.0 * (points == 0).mean()), "quality_time_s": time.perf_counter() - start,
+            "quality_leaks": leaks}
+
+
+def klom_metric(model, outs, inputs) -> dict:
+    """KLOM of the method that made `model` on the forget set (mean and 95th percentile over its samples) and on the
+    test set (mean), in nats, from the same models as `forgetting_quality`."""
+    start = time.perf_counter()
+    unlearned, retrained, _ = _phis(outs, inputs)
+    forget_klom = klom(unlearned, retrained)
+    test_u, test_r, _ = _phis(outs, inputs, test=True)
+    return {"KLOM_forget": float(forget_klom.mean()), "KLOM_forget_p95": float(np.percentile(forget_klom, 95)),
+            "KLOM_test": float(klom(test_u, test_r).mean()), "klom_time_s": time.perf_counter() - start}
+
+
+def _phis(outs, inputs, test: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unlearned, retrained) phi, each (models, samples), on the forget set (or the whole test set), and the labels."""
+    from .attack import logit_confidence
+    from .ensembles import ensemble
+
+    unlearned, retrained = ensemble(outs, inputs)
+    part = 1 if test else 0
+    rows = slice(None) if test else inputs.splits.forget.numpy()
+    labels = (inputs.data.y_test if test else inputs.data.y_train).cpu().numpy()[rows]
+    phi = lambda side: np.stack([logit_confidence(o[part][rows], labels) for o in side])
+    return phi(unlearned), phi(retrained), labels
+
+
+def _utility_ratio(outs, inputs) -> float:
+    """(RA / RA of retrain) x (TA / TA of retrain), each accuracy the mean over its side's models."""
+    from .ensembles import ensemble
+    from .evaluate import accuracy
+
+    unlearned, retrained = ensemble(outs, inputs)
+    splits = inputs.splits
+    y_train, y_test = inputs.data.y_train.cpu().numpy(), inputs.data.y_test.cpu().numpy()
+    r, t = splits.retain.numpy(), splits.test_retain.numpy()
+    mean = lambda side, part, rows, y: float(np.mean([accuracy(o[part][rows], y[rows]) for o in side]))
+    return (mean(unlearned, 0, r, y_train) / mean(retrained, 0, r, y_train)) * (
+        mean(unlearned, 1, t, y_test) / mean(retrained, 1, t, y_test))
