@@ -216,4 +216,13 @@ def export_source(run_dir: str | Path, method: str, out: str | Path, seed: int |
     return source, out
 
 
-__all__ = ["evaluate_checkpoint", "export", "load_model", "load_module", "train", "unlearn"]
+def verify(before: str | Path, after: str | Path, request: str | Path, out: str | Path, reference: str | Path | None = None,
+           overrides: list[str] = (), config_file: str | None = None) -> dict:
+    """Check a deletion and write OUT/receipt.json and OUT/receipt.md (`prunelora verify`); the receipt's "passed"
+    says whether every check held."""
+    from .verify import verify as run_checks
+
+    return run_checks(before, after, request, out, reference, overrides, config_file)
+
+
+__all__ = ["evaluate_checkpoint", "export", "load_model", "load_module", "train", "unlearn", "verify"]

@@ -221,6 +221,34 @@ class EvalConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """Thresholds of the checks `prunelora verify` writes in its receipt. Against a retrained reference model when one
+    is given; otherwise against held-out non-members (test samples of the forgotten classes, or the whole test set
+    for a sample request) and the model before unlearning."""
+
+    # forget accuracy may exceed what a model that never saw the samples gets by this many points: the reference's,
+    # else 0 for whole classes (a class never trained on is never predicted) and held-out accuracy for samples
+    forget_gap_max: float = 5.0
+    # balanced accuracy (%) of a membership attack (a threshold on the logit-scaled confidence, chosen on half the
+    # samples and applied to the other half) telling the forget samples from non-members: 50 = it cannot
+    mia_max: float = 60.0
+    leak_p: float = 0.01  # a forget sample leaks when the model is surer of it than of all but this share of non-members
+    leak_share_max: float = 5.0  # % of forget samples that may leak (about leak_p x 100 leak by chance)
+    ra_drop_max: float = 5.0  # points of retain accuracy the model may lose against the reference (else the before-model)
+    ta_drop_max: float = 5.0  # the same for test accuracy on the remaining classes
+    leaks: int = 10  # forget samples listed in the receipt, most leaking first
+
+    def __post_init__(self):
+        for key in ("forget_gap_max", "ra_drop_max", "ta_drop_max", "leak_share_max"):
+            value = getattr(self, key)
+            require(_finite(value) and 0 <= value <= 100, f"verify.{key}", value, "in [0, 100] points")
+        require(_finite(self.mia_max) and 50 <= self.mia_max <= 100, "verify.mia_max", self.mia_max,
+                "in [50, 100] (50 = the attack does no better than chance)")
+        require(_finite(self.leak_p) and 0 < self.leak_p < 1, "verify.leak_p", self.leak_p, "in (0, 1), e.g. 0.01")
+        require(self.leaks >= 0, "verify.leaks", self.leaks, "0 or more samples to list")
+
+
+@dataclass
 class ExperimentConfig:
     seed: int = 0  # seeds model initialisation, batch order, dropout and the attack's subsampling
     seeds: list[int] = field(default_factory=list)  # several seeds in one run (then `seed` is not used)
@@ -242,6 +270,7 @@ class ExperimentConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     forget: ForgetConfig = field(default_factory=ForgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # thresholds of `prunelora verify`
     # per-method hyper-parameters, hparams.<method>.<key>=VALUE (each method's keys: `prunelora list`);
     # the resolved config lists every key of every method that ran
     hparams: dict[str, dict] = field(default_factory=dict)
