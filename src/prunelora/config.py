@@ -202,7 +202,7 @@ class EvalConfig:
     # models per side behind `forgetting_quality` and `klom`: N originals (the run's own and N - 1 more seeds), each
     # unlearned by the method, against N retrains (the attack's shadows, shared through the model cache). N limits
     # the score: the largest finite epsilon is just under ln(N - 1), and two sets of one distribution score F of
-    # about 0.36 (N = 3), 0.26 (N = 4), 0.18 (N = 8) on their own (`prunelora list` and README)
+    # about 0.36 (N = 3), 0.26 (N = 4), 0.18 (N = 8) on their own (README)
     quality_models: int = 4
     quality_leaks: int = 10  # forget samples with the highest epsilon listed in the report (ids and classes)
     quality_bootstrap: int = 1000  # resamples of the forget samples behind the score's 95% interval
