@@ -36,17 +36,16 @@ def _request(folder: Path, value) -> str:
 
 
 def test_receipt_records_what_was_checked(checkpoint, unlearned, tmp_path, capsys):
-    from prunelora.data import load_dataset
     from prunelora.config import load_config
+    from prunelora.data import load_dataset
 
     out = tmp_path / "receipt"
     code = main(["verify", "--before", str(checkpoint), "--after", str(unlearned), "--request",
                  _request(tmp_path, {"classes": ["3"]}), "--out", str(out), "-q", "threads=1", *LENIENT])
     assert code == 0 and "PASS" in capsys.readouterr().err
     receipt = json.loads((out / "receipt.json").read_text())
-    digest = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    assert receipt["models"]["before"]["sha256"] == digest(checkpoint)
-    assert receipt["models"]["after"]["sha256"] == digest(unlearned)
+    assert receipt["models"]["before"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert receipt["models"]["after"]["sha256"] == hashlib.sha256(unlearned.read_bytes()).hexdigest()
     y = load_dataset(load_config(overrides=["data.name=digits", "data.image_size=8"]).data).y_train.numpy()
     ids = np.flatnonzero(y == 3)
     expected = hashlib.sha256(b"".join(int(i).to_bytes(8, "little") for i in sorted(ids))).hexdigest()

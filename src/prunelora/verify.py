@@ -80,9 +80,9 @@ def check_inputs(before, after, request, out, reference=None, overrides=(), conf
     if digests["before"] == digests["after"]:
         raise UserError(f"--before '{before}' and --after '{after}' hold the same model (SHA-256 "
                         f"{digests['after'][:12]}...): nothing was unlearned; pass the model after the deletion")
-    for role in paths:
+    for role, path in paths.items():
         if role != "before" and _architecture(*saved[role]) != _architecture(*saved["before"]):
-            raise UserError(f"--{role} '{paths[role]}' is another architecture than --before '{before}' "
+            raise UserError(f"--{role} '{path}' is another architecture than --before '{before}' "
                             f"({_describe(*saved[role])} against {_describe(*saved['before'])}); pass models of one "
                             "architecture and data set")
     req = read_request(request)
@@ -262,9 +262,10 @@ def receipt_markdown(receipt: dict) -> str:
     """The receipt for people: verdict, request, files, checks and what still leaks."""
     req, env = receipt["request"], receipt["environment"]
     what = f"forget class(es) {', '.join(req['classes'])}" if req.get("classes") else "forget samples"
-    lines = [f"# Deletion receipt: {'PASS' if receipt['passed'] else 'FAIL'}", "",
-             f"Request: {what}, {req['forget_samples']} train samples; SHA-256 of their ids ({req['ids_encoding']}): "
-             f"`{req['forget_ids_sha256']}`.", "", "| Model | File | SHA-256 |", "|---|---|---|"]
+    request = (f"Request: {what}, {req['forget_samples']} train samples; SHA-256 of their ids ({req['ids_encoding']}): "
+               f"`{req['forget_ids_sha256']}`.")
+    lines = [f"# Deletion receipt: {'PASS' if receipt['passed'] else 'FAIL'}", "", request, "",
+             "| Model | File | SHA-256 |", "|---|---|---|"]
     lines += [f"| {role} | `{m['path']}` | `{m['sha256']}` |" for role, m in receipt["models"].items()]
     lines += ["", f"Compared with {receipt['compared_with']}.", "",
               "| Check | Before | After | Rule | Threshold | Result | What |", "|---|---|---|---|---|---|---|"]
@@ -272,12 +273,11 @@ def receipt_markdown(receipt: dict) -> str:
               f"{'pass' if c['passed'] else 'FAIL'} | {c['what']}{'; ' + c['note'] if c.get('note') else ''} |"
               for c in receipt["checks"]]
     if receipt["leaks"]:
-        lines += ["", "Forget samples the after-model is surest of, against non-members (p = share of non-members "
-                  "at least as sure; leaks = p <= verify.leak_p):", "", "| Id | Class | phi | p | Leaks |",
+        lines += ["", ("Forget samples the after-model is surest of, against non-members (p = share of non-members "
+                       "at least as sure; leaks = p <= verify.leak_p):"), "", "| Id | Class | phi | p | Leaks |",
                   "|---|---|---|---|---|"]
         lines += [f"| {x['id']} | {x['class']} | {x['phi']:.2f} | {x['p']:.4f} | {'yes' if x['leaks'] else 'no'} |"
                   for x in receipt["leaks"]]
-    lines += ["", "The resolved config is in receipt.json. "
-              f"Device: {env['device']} ({env['device_name']}); prunelora {env['versions']['prunelora']}, torch "
-              f"{env['versions']['torch']}; {env['date']}."]
+    lines += ["", (f"The resolved config is in receipt.json. Device: {env['device']} ({env['device_name']}); "
+                   f"prunelora {env['versions']['prunelora']}, torch {env['versions']['torch']}; {env['date']}.")]
     return "\n".join(lines) + "\n"

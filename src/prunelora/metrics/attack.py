@@ -70,8 +70,8 @@ def membership_accuracy(members: np.ndarray, nonmembers: np.ndarray, seed: int) 
     total = 0.0
     for fit, test in ((0, 1), (1, 0)):
         t, above = _best_rule(m[fit], n[fit])
-        member = (lambda v: v > t) if above else (lambda v: v <= t)
-        total += 0.5 * (member(m[test]).mean() + (~member(n[test])).mean())
+        caught, passed = (m[test] > t, n[test] <= t) if above else (m[test] <= t, n[test] > t)
+        total += 0.5 * (caught.mean() + passed.mean())
     return float(100.0 * total / 2)
 
 

@@ -46,7 +46,7 @@ def single_threshold_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """(thresholds, 2) counts (false positives, false negatives) of "phi >= t means positive" over the challenge's
     grid: from the smallest to the largest value of either side, 100 thresholds per unit of phi."""
     low, high = float(min(pos.min(), neg.min())), float(max(pos.max(), neg.max()))
-    t = np.linspace(low, high, int(math.ceil((high - low) * STEPS_PER_UNIT)))
+    t = np.linspace(low, high, math.ceil((high - low) * STEPS_PER_UNIT))
     fp = (neg[None, :] >= t[:, None]).sum(1)
     fn = (pos[None, :] < t[:, None]).sum(1)
     return np.stack([fp, fn], 1)
@@ -58,7 +58,7 @@ def double_threshold_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     (each 100 per unit). The columns are (wide samples inside, narrow samples outside): which of them is the false
     positive does not matter, the epsilon bound is symmetric in FP and FN."""
     narrow, wide = (pos, neg) if np.ptp(pos) < np.ptp(neg) else (neg, pos)
-    steps = int(math.ceil(2 * BUFFER * STEPS_PER_UNIT))
+    steps = math.ceil(2 * BUFFER * STEPS_PER_UNIT)
     top = float(narrow.max())
     right = np.linspace(top - BUFFER, top + BUFFER, steps)  # (steps,) right ends
     left = right[:, None] - float(np.ptp(narrow)) + np.linspace(-BUFFER, BUFFER, steps)[None, :]  # (steps, steps)
@@ -125,7 +125,7 @@ def max_epsilon(n: int) -> float:
 
 def bucket_points(eps: np.ndarray, n: int) -> np.ndarray:
     """Points of each epsilon: 1 in [0, 0.5), 1/2 in [0.5, 1), 1/4 in [1, 1.5), ... up to max_epsilon(n); 0 beyond."""
-    buckets = int(round(max_epsilon(n) / BUCKET))
+    buckets = round(max_epsilon(n) / BUCKET)
     index = np.floor(np.asarray(eps, dtype=np.float64) / BUCKET)
     return np.where(index < buckets, 0.5 ** np.clip(index, 0, None), 0.0)
 
@@ -147,7 +147,7 @@ def resolution(n: int) -> dict:
     two sets of n models drawn from one distribution, which is what a method as good as retraining scores."""
     values = {round(epsilon_of_counts(np.array([[a, b]]), n), 6) for a in range(1, n) for b in range(1, n)}
     largest = max(values)
-    return {"models": n, "largest_finite_epsilon": largest, "buckets": int(round(max_epsilon(n) / BUCKET)),
+    return {"models": n, "largest_finite_epsilon": largest, "buckets": round(max_epsilon(n) / BUCKET),
             "smallest_points": float(bucket_points(np.array([largest]), n)[0]), "distinct_epsilons": sorted(values),
             "chance_ceiling": chance_ceiling(n)}
 
