@@ -168,7 +168,60 @@ CASES = {
     "checkpoint-metadata-not-json": (lambda t, c, o, tiny, r, u: ["evaluate", "--checkpoint",
                                                                   _bad_metadata(t / "bad.safetensors"), "--out", o],
                                      "holds a damaged config"),
+    # verify: the request against the model's classes, the two models, the request file
+    "verify-unknown-class": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"classes": ["zebra"]}),
+                             "forget class 'zebra' is not a class of this data set"),
+    "verify-class-out-of-range": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"classes": [12]}),
+                                  "forget class 12 is out of range"),
+    "verify-index-out-of-range": (lambda t, c, o, tiny, r, u: _verify(t, c, o, [5, 99999]),
+                                  "request index 99999 is out of range"),
+    "verify-request-of-colours": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"colours": [1]}),
+                                  "must name either classes or indices"),
+    "verify-other-architecture": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"classes": [3]},
+                                                                      after=_vit_checkpoint(t, c)),
+                                  "is another architecture than --before"),
+    "verify-before-is-after": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"classes": [3]}, after=c),
+                               "--before and --after are the same file"),
+    "verify-after-is-a-copy": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"classes": [3]},
+                                                                   after=_copy(c, t / "copy.safetensors")),
+                               "hold the same model (SHA-256"),
 }
+
+
+def _verify(t: Path, c: str, o: str, request, after: str | None = None) -> list[str]:
+    """verify's argv: the checkpoint before, a model with other weights (or `after`) after, `request` as JSON."""
+    (t / "request.json").write_text(json.dumps(request))
+    after = after or _other_weights(c, t / "after.safetensors")
+    return ["verify", "--before", c, "--after", after, "--request", str(t / "request.json"), "--out", o]
+
+
+def _other_weights(source: str, path: Path) -> str:
+    """The checkpoint with its first tensor changed: another model of the same architecture."""
+    from safetensors import safe_open
+
+    with safe_open(source, framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+    first = next(iter(state))
+    state[first] = state[first] + 1
+    save_file(state, str(path), metadata=meta)
+    return str(path)
+
+
+def _vit_checkpoint(t: Path, source: str) -> str:
+    """A prunelora checkpoint header of the tiny ViT on the same data (read as far as its config)."""
+    from prunelora.checkpoints import read_config
+
+    config, extra = read_config(source)
+    config["model"] = {**config["model"], "name": "vit-tiny", "width": 16, "depth": 2, "heads": 2}
+    path = t / "vit.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"format": FORMAT, "config": json.dumps(config),
+                                                         "extra": json.dumps(extra)})
+    return str(path)
+
+
+def _copy(source: str, path: Path) -> str:
+    path.write_bytes(Path(source).read_bytes())
+    return str(path)
 
 
 def _file(path: Path) -> Path:

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "evaluate_checkpoint": "api", "export": "api", "load_model": "api", "load_module": "api", "train": "api",
-    "unlearn": "api", "ExperimentConfig": "config", "load_config": "config", "UserError": "errors",
+    "unlearn": "api", "verify": "api", "ExperimentConfig": "config", "load_config": "config", "UserError": "errors",
     "METHODS": "methods", "register_method": "methods", "MODELS": "models", "create_model": "models", "run": "runner",
 }
 
@@ -35,5 +35,5 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "METHODS", "MODELS", "ExperimentConfig", "UserError", "create_model", "evaluate_checkpoint", "export", "load_config",
-    "load_model", "load_module", "register_method", "run", "train", "unlearn",
+    "load_model", "load_module", "register_method", "run", "train", "unlearn", "verify",
 ]

@@ -18,7 +18,7 @@ from . import config as C
 from .checkpoints import read_config
 from .errors import UserError
 from .files import atomic_write, check_out_file, inside, same_path, to_json
-from .resolve import check_out, checkpoint_config, resolve_config
+from .resolve import ENSEMBLE_METRICS, check_out, checkpoint_config, resolve_config
 
 if TYPE_CHECKING:
     from torch import nn
@@ -114,7 +114,7 @@ def unlearn(
     original = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
     validation = exp.validation and retrain_reference(exp.validation, original, exp.task(), exp.ctx)
     model, record = unlearn_one(method, original, exp.task(), exp.ctx, validation)
-    metrics = combine_metrics(evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx), record)
+    metrics = combine_metrics(evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx, method=method), record)
     info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb", "history")}
     facts = model_facts(exp.data, extra.get("channels_removed", False) or "removed_layers" in record)
     save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "unlearned", "method": method, **facts})
@@ -130,7 +130,13 @@ def evaluate_checkpoint(
 ) -> dict:
     """UA, RA, TA, MIA... of a saved model for the forget request in its config (or the overrides); with `out`, also
     written there as JSON (never over the checkpoint or its config)."""
-    checkpoint_config(checkpoint, overrides, config_file)
+    cfg, extra = checkpoint_config(checkpoint, overrides, config_file)
+    method = "original" if extra.get("role") == "original" else extra.get("method")
+    wanted = [name for name in cfg.eval.evidence if name in ENSEMBLE_METRICS]
+    if wanted and method is None:
+        raise UserError(f"eval.evidence={wanted[0]} runs the method that made the model again on other seeds, and "
+                        f"checkpoint '{checkpoint}' does not say which it was; evaluate a checkpoint written by "
+                        "prunelora train, unlearn or export, or drop it from eval.evidence")
     if out is not None:
         check_out_file(out)
         ckpt = Path(checkpoint)
@@ -144,7 +150,7 @@ def evaluate_checkpoint(
     state, cfg, extra = _load(checkpoint, overrides, config_file)
     exp = open_experiment(cfg, progress=False)
     model = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
-    metrics = evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx)
+    metrics = evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx, method=method)
     metrics["test_acc"] = _test_accuracy(model, exp)
     if out is not None:
         atomic_write(out, to_json(metrics))
@@ -211,4 +217,13 @@ def export_source(run_dir: str | Path, method: str, out: str | Path, seed: int |
     return source, out
 
 
-__all__ = ["evaluate_checkpoint", "export", "load_model", "load_module", "train", "unlearn"]
+def verify(before: str | Path, after: str | Path, request: str | Path, out: str | Path, reference: str | Path | None = None,
+           overrides: list[str] = (), config_file: str | None = None) -> dict:
+    """Check a deletion and write OUT/receipt.json and OUT/receipt.md (`prunelora verify`); the receipt's "passed"
+    says whether every check held."""
+    from .verify import verify as run_checks
+
+    return run_checks(before, after, request, out, reference, overrides, config_file)
+
+
+__all__ = ["evaluate_checkpoint", "export", "load_model", "load_module", "train", "unlearn", "verify"]

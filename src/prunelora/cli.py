@@ -1,4 +1,4 @@
-"""`prunelora` command line: run, train, unlearn, evaluate, export, report, tune, list. Each subcommand calls the Python API.
+"""`prunelora` command line: run, train, unlearn, evaluate, export, report, tune, verify, list. Each subcommand calls the Python API.
 
 It starts fast: this module imports no PyTorch (nor timm, peft, scikit-learn, matplotlib). `--help`, `--version`,
 `list` and every mistake in the settings answer before PyTorch is imported; a command imports it once its config,
@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="trials in all, those of an interrupted tune included "
                    "(default 20 when --seconds is not given)")
     p.add_argument("--seconds", type=float, help="stop starting trials after this many seconds (this session)")
+    p = sub.add_parser("verify", help="check a deletion and write a receipt (JSON, Markdown); exit 1 if a check fails")
+    p.add_argument("--before", required=True, help="the model before the deletion (.safetensors written by prunelora)")
+    p.add_argument("--after", required=True, help="the model after it")
+    p.add_argument("--request", required=True,
+                   help='the deletion request: a JSON file {"classes": [...]} or {"indices": [...]}, or a list of '
+                        "train-set indices")
+    p.add_argument("--reference", help="a model retrained without the forget samples, to compare with (optional)")
+    p.add_argument("--config", help="YAML file of settings (e.g. the verify thresholds)")
+    p.add_argument("--out", help="folder for receipt.json and receipt.md (default: runs/verify-<date-time>)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. verify.mia_max=55 (thresholds: README)")
     sub.add_parser("list", help="methods, models, data sets and evidence metrics")
     parser.commands = dict(sub.choices)  # name -> sub-parser, for intermixed parsing in main()
     return parser
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         return {"run": cmd_run, "train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate, "export": cmd_export,
-                "report": cmd_report, "tune": cmd_tune, "list": cmd_list}[
+                "report": cmd_report, "tune": cmd_tune, "verify": cmd_verify, "list": cmd_list}[
             args.command
         ](args)
     except UserError as err:
@@ -207,6 +218,19 @@ def tune_summary(summary: dict) -> str:
     lines.append(f"cost: the method {summary['method_seconds_per_run']:.1f} s per run; tuning it took "
                  f"{summary['tuning_seconds']:.0f} s ({summary['setup_seconds']:.0f} s of it the validation original and retrain)")
     return "\n".join(lines)
+
+
+def cmd_verify(args) -> int:
+    from .verify import receipt_markdown, verify
+
+    out = Path(args.out or f"runs/verify-{time.strftime('%Y%m%d-%H%M%S')}")
+    receipt = verify(args.before, args.after, args.request, out, args.reference, args.overrides, args.config)
+    failed = [c["name"] for c in receipt["checks"] if not c["passed"]]
+    if not args.quiet:
+        print(receipt_markdown(receipt))
+    print(f"{'FAIL: ' + ', '.join(failed) if failed else 'PASS'}; wrote {out}/receipt.json, receipt.md",
+          file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_list(args) -> int:

@@ -211,6 +211,13 @@ class EvalConfig:
     objective: str = "gap"
     val_fraction: float = 0.1  # share of each class of the train set carved out as the validation split
     val_seed: int = 0  # seed of that draw (fixed across experiment seeds)
+    # models per side behind `forgetting_quality` and `klom`: N originals (the run's own and N - 1 more seeds), each
+    # unlearned by the method, against N retrains (the attack's shadows, shared through the model cache). N limits
+    # the score: the largest finite epsilon is just under ln(N - 1), and two sets of one distribution score F of
+    # about 0.36 (N = 3), 0.26 (N = 4), 0.18 (N = 8) on their own (README)
+    quality_models: int = 4
+    quality_leaks: int = 10  # forget samples with the highest epsilon listed in the report (ids and classes)
+    quality_bootstrap: int = 1000  # resamples of the forget samples behind the score's 95% interval
 
     def __post_init__(self):
         require(self.select in SELECT_MODES, "eval.select", self.select, f"one of {', '.join(SELECT_MODES)}")
@@ -223,6 +230,39 @@ class EvalConfig:
         require(self.relearn_steps > 0, "eval.relearn_steps", self.relearn_steps, "a positive integer")
         require(_finite(self.relearn_lr) and self.relearn_lr > 0, "eval.relearn_lr", self.relearn_lr, "a positive number")
         require(self.attack_shadows >= 2, "eval.attack_shadows", self.attack_shadows, "at least 2 (a spread needs two models)")
+        require(self.quality_models >= 3, "eval.quality_models", self.quality_models,
+                "at least 3 (with 2 models a side no finite epsilon earns points)")
+        require(self.quality_leaks >= 0, "eval.quality_leaks", self.quality_leaks, "0 or more samples to list")
+        require(self.quality_bootstrap >= 100, "eval.quality_bootstrap", self.quality_bootstrap,
+                "at least 100 resamples")
+
+
+@dataclass
+class VerifyConfig:
+    """Thresholds of the checks `prunelora verify` writes in its receipt. Against a retrained reference model when one
+    is given; otherwise against held-out non-members (test samples of the forgotten classes, or the whole test set
+    for a sample request) and the model before unlearning."""
+
+    # forget accuracy may exceed what a model that never saw the samples gets by this many points: the reference's,
+    # else 0 for whole classes (a class never trained on is never predicted) and held-out accuracy for samples
+    forget_gap_max: float = 5.0
+    # balanced accuracy (%) of a membership attack (a threshold on the logit-scaled confidence, chosen on half the
+    # samples and applied to the other half) telling the forget samples from non-members: 50 = it cannot
+    mia_max: float = 60.0
+    leak_p: float = 0.01  # a forget sample leaks when the model is surer of it than of all but this share of non-members
+    leak_share_max: float = 5.0  # % of forget samples that may leak (about leak_p x 100 leak by chance)
+    ra_drop_max: float = 5.0  # points of retain accuracy the model may lose against the reference (else the before-model)
+    ta_drop_max: float = 5.0  # the same for test accuracy on the remaining classes
+    leaks: int = 10  # forget samples listed in the receipt, most leaking first
+
+    def __post_init__(self):
+        for key in ("forget_gap_max", "ra_drop_max", "ta_drop_max", "leak_share_max"):
+            value = getattr(self, key)
+            require(_finite(value) and 0 <= value <= 100, f"verify.{key}", value, "in [0, 100] points")
+        require(_finite(self.mia_max) and 50 <= self.mia_max <= 100, "verify.mia_max", self.mia_max,
+                "in [50, 100] (50 = the attack does no better than chance)")
+        require(_finite(self.leak_p) and 0 < self.leak_p < 1, "verify.leak_p", self.leak_p, "in (0, 1), e.g. 0.01")
+        require(self.leaks >= 0, "verify.leaks", self.leaks, "0 or more samples to list")
 
 
 @dataclass
@@ -251,6 +291,7 @@ class ExperimentConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     forget: ForgetConfig = field(default_factory=ForgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # thresholds of `prunelora verify`
     # per-method hyper-parameters, hparams.<method>.<key>=VALUE (each method's keys: `prunelora list`);
     # the resolved config lists every key of every method that ran
     hparams: dict[str, dict] = field(default_factory=dict)

@@ -84,7 +84,7 @@ def run_request(
     Methods that `store` holds from an interrupted run are loaded, not run again."""
     cfg, ctx = exp.config, exp.ctx
     kept, models = {"original": {}}, {}
-    scores = evaluate_model(original, exp.data, exp.splits, cfg, ctx, kept["original"])
+    scores = evaluate_model(original, exp.data, exp.splits, cfg, ctx, kept["original"], method="original")
     runs = [_run_entry("original", cfg, combine_metrics(scores, original_cost), original_cost)]
     log(_progress_line(runs[-1]))
     task = exp.task()
@@ -116,7 +116,7 @@ def _run_method(exp: Experiment, task: UnlearnTask, name: str, start: nn.Module 
     try:
         model, record = unlearn_one(name, start, task, exp.ctx, validation)
         kept = {}
-        scores = evaluate_model(model, exp.data, exp.splits, cfg, exp.ctx, kept)
+        scores = evaluate_model(model, exp.data, exp.splits, cfg, exp.ctx, kept, method=name)
     except FloatingPointError as err:  # a diverging method: report it, keep the others
         log(f"seed {cfg.seed} {name:>15}: failed: {err}")
         return _failed(name, cfg, str(err)), None, {}

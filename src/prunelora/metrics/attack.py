@@ -58,3 +58,28 @@ def _best_threshold(positive: np.ndarray, negative: np.ndarray) -> float:
     candidates = np.concatenate([[-np.inf], np.sort(np.concatenate([positive, negative]))])
     accuracy = [(positive > t).mean() + (negative <= t).mean() for t in candidates]
     return float(candidates[int(np.argmax(accuracy))])
+
+
+def membership_accuracy(members: np.ndarray, nonmembers: np.ndarray, seed: int) -> float:
+    """Balanced accuracy (%) of the best rule "score above t means member" or "score at most t means member", chosen on
+    a random half of each set and applied to the other half, both ways round (the sets need not be paired or of one
+    size). 50 = no better than chance."""
+    generator = torch.Generator().manual_seed(seed)
+    split = lambda v: np.array_split(v[torch.randperm(len(v), generator=generator).numpy()], 2)
+    m, n = split(members), split(nonmembers)
+    total = 0.0
+    for fit, test in ((0, 1), (1, 0)):
+        t, above = _best_rule(m[fit], n[fit])
+        caught, passed = (m[test] > t, n[test] <= t) if above else (m[test] <= t, n[test] > t)
+        total += 0.5 * (caught.mean() + passed.mean())
+    return float(100.0 * total / 2)
+
+
+def _best_rule(members: np.ndarray, nonmembers: np.ndarray) -> tuple[float, bool]:
+    """(t, above) maximising the balanced accuracy of the rule on these samples."""
+    candidates = np.concatenate([[-np.inf], np.sort(np.concatenate([members, nonmembers]))])
+    below_m = np.searchsorted(np.sort(members), candidates, side="right") / len(members)  # share <= t
+    below_n = np.searchsorted(np.sort(nonmembers), candidates, side="right") / len(nonmembers)
+    above_acc, below_acc = (1 - below_m) + below_n, below_m + (1 - below_n)  # twice the balanced accuracy
+    i, j = int(np.argmax(above_acc)), int(np.argmax(below_acc))
+    return (float(candidates[i]), True) if above_acc[i] >= below_acc[j] else (float(candidates[j]), False)

@@ -45,3 +45,13 @@ for _name, _function, _summary, _reference in [
                                  "retrain's (50 = indistinguishable); trains eval.attack_shadows shadow retrains"), True),
 ]:
     EVIDENCE.add(_name, EvidenceSpec(_name, _summary, f"{_EVIDENCE}:{_function}", _reference))
+_QUALITY = f"{__package__}.quality"
+for _name, _function, _summary in [
+    ("forgetting_quality", "forgetting_quality_metric",
+     ("the NeurIPS 2023 unlearning challenge's score: per-sample epsilon, forgetting score F (0..1) with a 95% "
+      "bootstrap interval, F x RA and TA ratios to retrain, and the samples that still leak; from "
+      "eval.quality_models unlearned originals of other seeds and as many shadow retrains")),
+    ("klom", "klom_metric", ("KL divergence of margins (nats) between unlearned and retrained models, per forget "
+                             "sample (mean, 95th percentile) and test sample (mean); the same models")),
+]:
+    EVIDENCE.add(_name, EvidenceSpec(_name, _summary, f"{_QUALITY}:{_function}", False))

@@ -123,6 +123,7 @@ class EvidenceInput:
     ctx: Context
     config: object  # EvalConfig
     experiment: object = None  # the whole ExperimentConfig (for metrics that train shadow models)
+    method: str | None = None  # the method (or variant) that made the model; "original" for the original
 
 
 def probe_metric(model, outputs, inputs: EvidenceInput) -> dict:
@@ -170,7 +171,15 @@ def shadow_phis(inputs: EvidenceInput) -> np.ndarray:
 
 
 def _shadow_phi(inputs: EvidenceInput, k: int) -> np.ndarray:
-    """Shadow k's phi on the forget set; the shadow is a retrain with another seed, kept in the model cache like one."""
+    """Shadow k's phi on the forget set."""
+    data, forget = inputs.data, inputs.splits.forget
+    logits = predict(shadow_model(inputs, k), data, data.x_train[forget.to(data.x_train.device)], inputs.ctx)
+    return logit_confidence(logits, data.y_train[forget].cpu().numpy())
+
+
+def shadow_model(inputs: EvidenceInput, k: int) -> nn.Module:
+    """Shadow k: a retrain with seed 1_000_000 + k, kept in the model cache like one (the attack's shadows and the
+    retrained side of the forgetting-quality scores are the same models)."""
     cfg, data, splits = inputs.experiment, inputs.data, inputs.splits
     seed = 1_000_000 + k
     seed_everything(seed)
@@ -178,12 +187,10 @@ def _shadow_phi(inputs: EvidenceInput, k: int) -> np.ndarray:
     model = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
     key, described = cache.model_key("shadow", cfg, seed, data.source_rows(splits.retain), ctx)
     if not (cfg.cache and cache.load("shadow", key, model) is not None):
-        fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"attack shadow {k + 1}")
+        fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"shadow retrain {k + 1}")
         if cfg.cache:
             cache.store("shadow", key, described, model, {})
-    forget = splits.forget
-    logits = predict(model, data, data.x_train[forget.to(data.x_train.device)], ctx)
-    return logit_confidence(logits, data.y_train[forget].cpu().numpy())
+    return model.eval()
 
 
 def attack_metric(outputs, reference, inputs: EvidenceInput) -> dict:

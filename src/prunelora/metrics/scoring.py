@@ -15,14 +15,16 @@ from .evaluate import avg_gap, outputs, quality
 from .evidence import EvidenceInput
 
 
-def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg, ctx: Context, keep: dict | None = None) -> dict:
+def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg, ctx: Context, keep: dict | None = None,
+                   method: str | None = None) -> dict:
     """UA, RA, TA, MIA... plus the evidence metrics that need no reference (`cfg` is the ExperimentConfig);
-    `keep["outputs"]` receives the model's (train, test) logits for the comparisons with retrain."""
+    `keep["outputs"]` receives the model's (train, test) logits for the comparisons with retrain. `method` names what
+    made the model ("original" for the original), which the forgetting-quality scores run again on other seeds."""
     seed_everything(cfg.seed)
     ctx = dataclasses.replace(ctx, seed=cfg.seed)
     outs = outputs(model, data, ctx, cfg.eval.batch_size)
     metrics = quality(*outs, data, splits, cfg.seed)
-    inputs = EvidenceInput(data, splits, ctx, cfg.eval, cfg)
+    inputs = EvidenceInput(data, splits, ctx, cfg.eval, cfg, method)
     for name in cfg.eval.evidence:
         spec = EVIDENCE.get(name)
         if not spec.needs_reference:

@@ -8,7 +8,8 @@ import csv
 import io
 import math
 
-TABLE_KEYS = ("UA", "MIA", "RA", "TA", "probe", "relearn_TA", "attack", "JS_forget", "time_s", "peak_memory_mb")
+TABLE_KEYS = ("UA", "MIA", "RA", "TA", "probe", "relearn_TA", "attack", "JS_forget", "quality_F", "quality_score",
+              "KLOM_forget", "time_s", "peak_memory_mb")
 
 
 def mean_std(values: list) -> tuple[float, float] | None:

@@ -113,6 +113,77 @@ EVIDENCE_TEXT = (
 )
 
 
+QUALITY_KEYS = ("quality_F", "quality_score", "quality_leaking", "KLOM_forget", "KLOM_forget_p95", "KLOM_test",
+                "quality_time_s")
+QUALITY_HEADER = ["Method", "F [95% interval]", "Final score", "Leaking %", "KLOM forget", "KLOM forget p95",
+                  "KLOM test", "Seconds"]
+
+QUALITY_TEXT = (
+    "## Forgetting quality: the unlearning challenge's score and KLOM\n\n"
+    "For every forget sample, its logit-scaled confidence under {n} unlearned models (the method run on the originals "
+    "of {n} seeds) and {n} retrained ones gives an epsilon (the NeurIPS 2023 unlearning challenge's one- and "
+    "two-threshold rules, delta 1e-5); F is the mean of its bucket points (1 = as if retrained, 0 = every sample "
+    "tells), with a 95% bootstrap interval over the forget samples; the final score is F x (RA / RA of retrain) x "
+    "(TA / TA of retrain), accuracies averaged over each side's models. With {n} models a side the largest finite "
+    "epsilon is {largest:.2f}, and two sets of models of one distribution score F = {ceiling:.2f} on their own: read F "
+    "against that ceiling, not against 1. Leaking: share (%) of forget samples whose epsilon is past that resolution "
+    "(0 points: the {n} unlearned models tell them apart from the retrained ones). KLOM: KL divergence (nats) of the "
+    "margin histograms, unlearned against retrained (0 = the same; at most about 11.5). Seconds: what the metric took, "
+    "models trained included (originals and retrains come from the model cache when there)."
+)
+
+
+def quality_table(results: dict) -> str:
+    """F with its interval, final score, leaking share, KLOM and seconds (columns present in the runs)."""
+    runs = results["runs"]
+    present = [k for k in QUALITY_KEYS if any(k in r["metrics"] for r in runs)]
+    if not present:
+        return ""
+    header = ["Method"] + [QUALITY_HEADER[QUALITY_KEYS.index(k) + 1] for k in present]
+    if len(seeds_of(results)) > 1:
+        return _aggregate_table(results, tuple(present), header)
+    rows = []
+    for r in runs:
+        m = r["metrics"]
+        cells = {k: _fmt(m.get(k), 1 if k in ("quality_time_s", "quality_leaking") else 3) for k in present}
+        if "quality_F" in present and m.get("quality_F") is not None:
+            cells["quality_F"] = f"{m['quality_F']:.3f} [{m['quality_F_low']:.3f}, {m['quality_F_high']:.3f}]"
+        rows.append([r["method"]] + [cells[k] for k in present])
+    return _table(header, rows)
+
+
+def leaks_text(results: dict) -> str:
+    """Per method and seed, the forget samples with the highest epsilon: train-set id (class, epsilon)."""
+    lines = []
+    for r in results["runs"]:
+        leaks = r["metrics"].get("quality_leaks")
+        if leaks:
+            listed = ", ".join(f"{x['id']} ({x['class']}, {x['epsilon']:.2f})" for x in leaks)
+            lines.append(f"- {r['method']} (seed {r['seed']}): {listed}")
+    if not lines:
+        return ""
+    return ("### Samples that still leak\n\nThe forget samples with the highest epsilon (ties: the largest gap between "
+            "the two sides' median confidence first): train-set id (class, epsilon; 50 = perfectly told apart).\n\n"
+            + "\n".join(lines))
+
+
+def quality_section(results: dict) -> str:
+    """The forgetting-quality table with its explanation and the leak lists, or '' when no run has them."""
+    table = quality_table(results)
+    if not table:
+        return ""
+    n = next((r["metrics"].get("quality_models") for r in results["runs"] if r["metrics"].get("quality_models")),
+             results["config"]["eval"].get("quality_models", 4))
+    with_res = next((r["metrics"] for r in results["runs"] if "quality_ceiling" in r["metrics"]), None)
+    text = QUALITY_TEXT.format(n=n, largest=with_res["quality_max_epsilon"] if with_res else math.log(n - 1),
+                               ceiling=with_res["quality_ceiling"] if with_res else math.nan)
+    if with_res is None:  # KLOM alone: the epsilon paragraph does not apply
+        text = text.split("\n\n")[0] + "\n\nKLOM: KL divergence (nats) of the margin histograms of " \
+            f"{n} unlearned models (the method on originals of {n} seeds) against {n} retrained ones, per sample; " \
+            "0 = the same, at most about 11.5. Seconds: what the metric took, models trained included."
+    return "\n\n".join(part for part in (text, table, leaks_text(results)) if part)
+
+
 def pruning_table(results: dict) -> str:
     header = ["Method", "Seed", "Trainable params", "Optimizer state MB", "Pruned rows", "Still zero after training/merge",
               "Forget-class head rows pruned", "Params after channel removal"]
@@ -189,6 +260,7 @@ def _report(results: dict) -> str:
         *([_cached_text(results)] if _cached_text(results) else []),
         *([EVIDENCE_TEXT.format(steps=cfg["eval"]["relearn_steps"], samples=cfg["eval"]["relearn_samples"])
            + "\n\n" + evidence_table(results)] if evidence_table(results) else []),
+        *([quality_section(results)] if quality_section(results) else []),
         "## MIA-Efficacy by attack feature\n\n" + MIA_TEXT + "\n\n" + mia_table(results),
         ("## Pruning and adapters\n\nMerging a LoRA update (dense B @ A) or fine-tuning all weights writes into pruned "
         "rows, so the final model is dense again unless a row stays zero.\n\n" + pruning_table(results)),
