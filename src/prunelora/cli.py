@@ -243,24 +243,24 @@ def cmd_list(args) -> int:
     print("weight_decay and bn, by default the unlearn section's):")
     for name in METHODS:
         spec = METHODS.get(name)
-        print(f"  {name:<16} {spec.summary}")
+        print(f"  {name:<18} {spec.summary}")
         settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec.config()).items() if v is not None)
         if settings:
-            print(f"  {'':<16}   {settings}")
+            print(f"  {'':<18}   {settings}")
         if spec.config.space:
-            print(f"  {'':<16}   tunes: {', '.join(spec.config.space)}")
+            print(f"  {'':<18}   tunes: {', '.join(spec.config.space)}")
     print("models:")
     for name in MODELS:
         spec = MODELS.get(name)
         presets = ", ".join(target_presets(spec.family))
-        print(f"  {name:<16} {spec.description} (targets: {presets})")
-    print("  timm:<name>      any timm architecture (model.pretrained=true fetches weights; targets: paper)")
+        print(f"  {name:<18} {spec.description} (targets: {presets})")
+    print("  timm:<name>        any timm architecture (model.pretrained=true fetches weights; targets: paper)")
     print("data sets:")
     for name in DATASETS:
-        print(f"  {name:<16} {DATASETS.get(name).summary}")
+        print(f"  {name:<18} {DATASETS.get(name).summary}")
     print("evidence metrics (eval.evidence):")
     for name in EVIDENCE:
-        print(f"  {name:<16} {EVIDENCE.get(name).summary}")
+        print(f"  {name:<18} {EVIDENCE.get(name).summary}")
     return 0
 
 
