@@ -242,21 +242,19 @@ class TrainingLoop:
         # augmentation draws per local sample: its own stream per rank keeps `generator` in step across ranks
         self.aug_generator = torch.Generator().manual_seed(ctx.seed * 7919 + w.rank + 1) if w.active else self.generator
         self.min_last = 2 * w.size
-        objective_given = objective is not None
         self.y_all = (data.y_train if labels is None else labels).to(ctx.device)
         if objective is not None and recipe.mixup > 0:
             raise ValueError(f"MixUp (mixup={recipe.mixup}) mixes cross-entropy only; a custom objective needs mixup=0")
-        if objective is None:
-            loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-            objective = lambda logits, batch: loss_fn(logits, batch.y)
-        self.objective = objective
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.default_objective = lambda logits, batch: loss_fn(logits, batch.y)
+        self.objective = objective or self.default_objective
         # MixUp's lambda: one draw per global batch from a stream seeded by the run's seed, the same on every rank
         self.mix_rng = np.random.default_rng([ctx.seed, 0x6D6978]) if recipe.mixup > 0 else None
         net = dist.wrap(model, ctx.device)  # DDP across processes (gradients averaged), else the model itself
         self.forward = torch.compile(net) if ctx.compile else net  # compiled graph shares the model's parameters
         self.schedule = self.pair = self.bar = None
         self.graphed = None
-        if self.graph_ok(plain=objective_given is False):
+        if self.graph_ok(plain=self.objective is self.default_objective):
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
             self.graphed = GraphedStep(lambda: self.forward_backward(self.graphed.rows, 0), recipe.batch_size,
                                        ctx.device, params)

@@ -138,12 +138,18 @@ def register_method(
 
 
 @dataclass
-class GradAscentConfig(RecipeConfig):
+class ForgetOnlyConfig(RecipeConfig):
+    """A method that trains on forget samples alone (SGD): its search covers steps too (epochs, batch size)."""
+
     space: ClassVar[dict] = FORGET_ONLY_SPACE
     # batches of forget samples alone would normalise with their own statistics, which the evaluated
     # model (running statistics of all data) never sees: measured, training then does not carry over
     bn: str | None = "frozen"
     optimizer: str | None = "sgd"
+
+
+@dataclass
+class GradAscentConfig(ForgetOnlyConfig):
     lr: float | None = 1e-2
 
 
@@ -228,12 +234,7 @@ class BadTeacherConfig(RecipeConfig):
 
 
 @dataclass
-class BoundaryShrinkConfig(RecipeConfig):
-    space: ClassVar[dict] = FORGET_ONLY_SPACE
-    # batches of forget samples alone would normalise with their own statistics, which the evaluated
-    # model (running statistics of all data) never sees: measured, training then does not carry over
-    bn: str | None = "frozen"
-    optimizer: str | None = "sgd"
+class BoundaryShrinkConfig(ForgetOnlyConfig):
     lr: float | None = 1e-3
     bound: float = 0.1  # FGSM step size = L-inf bound, in [0, 1] pixel units
 
