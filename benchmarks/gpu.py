@@ -12,6 +12,11 @@ or more and PruneLoRA at 13,000 or more; on the ViT, PruneLoRA's peak memory at 
     python benchmarks/gpu.py --json gpu.json       # the figures with versions and device, as JSON
     python benchmarks/gpu.py --methods finetune,prunelora cuda_graphs=false   # the eager path, two methods
     python benchmarks/gpu.py --profile prof.txt    # also where a step's time goes (torch.profiler), per method
+    python benchmarks/gpu.py --cudnn-benchmark     # let cuDNN time its algorithms for each shape first
+
+With CUDA graphs each method's figures also hold the peak memory so far at the graph's phase boundaries
+(`graph_memory`: after the eager warm-up steps, after recording, and what stays allocated across recording),
+to tell which phase sets the peak.
 """
 
 from __future__ import annotations
@@ -60,20 +65,45 @@ def setup(name: str, device: str, n_train: int, extra: list[str], epochs: int = 
     return cfg, ctx, data, splits, model
 
 
+GRAPH_MEMORY: list[dict] = []  # filled by the wrapper `watch_graph_memory` installs, one entry per recording
+
+
+def watch_graph_memory() -> None:
+    """Note the peak and current CUDA memory (MB) before and after each CUDA-graph recording."""
+    from prunelora import graphs
+
+    record = graphs.GraphedStep._record
+
+    def watched(self) -> None:
+        mb = 2**20
+        entry = {"peak_after_warmup_mb": torch.cuda.max_memory_allocated() / mb,
+                 "allocated_before_recording_mb": torch.cuda.memory_allocated() / mb}
+        record(self)
+        torch.cuda.synchronize()
+        entry |= {"peak_after_recording_mb": torch.cuda.max_memory_allocated() / mb,
+                  "allocated_after_recording_mb": torch.cuda.memory_allocated() / mb}
+        GRAPH_MEMORY.append(entry)
+
+    graphs.GraphedStep._record = watched
+
+
 def bench_model(name: str, device: str, n_train: int, extra: list[str], methods: list[str]) -> dict:
     cfg, ctx, data, splits, model = setup(name, device, n_train, extra)
+    graph_memory = {}
     ctx.meter = CostMeter(ctx.device)
     with ctx.meter.measure():
         history = fit(model, data, torch.arange(n_train), recipe_from(cfg.train), ctx, desc="train")
     rows = {"train (1 epoch)": (history[-1]["seconds"], n_train, ctx.meter.peak_mb)}
     task = UnlearnTask(data, splits, cfg)
     for method in methods:
+        GRAPH_MEMORY.clear()
         _, record = unlearn_one(method, model, task, ctx)
         rows[method] = (record["history"][-1]["seconds"], len(splits.retain), record["peak_memory_mb"])
+        graph_memory[method] = list(GRAPH_MEMORY)
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"rows": rows, "memory": ctx.meter.kind, "device": torch.cuda.get_device_name(ctx.device)
-            if ctx.device.type == "cuda" else "cpu"}
+    return {"rows": rows, "memory": ctx.meter.kind, "graph_memory": graph_memory,
+            "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu"}
 
 
 def profile_methods(name: str, device: str, extra: list[str], methods: list[str]) -> dict:
@@ -132,8 +162,12 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from " + ", ".join(METHODS))
     parser.add_argument("--json", help="also write the figures, checks and environment to this JSON file")
     parser.add_argument("--profile", help="also profile finetune and prunelora steps; the table goes to this file")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. compile=true")
     args = parser.parse_args()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.device.startswith("cuda"):
+        watch_graph_memory()
     methods = args.methods.split(",")
     start = time.perf_counter()
     checks, figures, profiles = [], {}, {}
@@ -141,10 +175,17 @@ def main() -> None:
         out = bench_model(name, args.device, args.n_train, args.overrides, methods)
         figures[name] = {step: {"seconds_per_epoch": sec, "images_per_s": n / sec, "peak_memory_mb": peak}
                          for step, (sec, n, peak) in out["rows"].items()}
+        for method, entries in out["graph_memory"].items():
+            figures[name][method]["graph_memory"] = entries
         print(f"\n{name} on {out['device']}, batch 128, {args.n_train} train images; memory: {out['memory']}")
         print(f"  {'step':<16}{'s/epoch':>9}{'img/s':>9}{'peak MB':>10}")
         for step, (seconds, n, peak) in out["rows"].items():
             print(f"  {step:<16}{seconds:9.2f}{n / seconds:9.0f}{peak:10.0f}")
+        for method, entries in out["graph_memory"].items():
+            for e in entries[:1]:  # the first recording of the method's fit (BatchNorm recalibration adds none)
+                print(f"  {method}: CUDA graph memory, MB: peak {e['peak_after_warmup_mb']:.0f} after warm-up, "
+                      f"{e['peak_after_recording_mb']:.0f} after recording; allocated {e['allocated_before_recording_mb']:.0f}"
+                      f" -> {e['allocated_after_recording_mb']:.0f} across recording")
         checks += checks_for(name, out["rows"])
         if args.profile:
             try:  # the figures above stand without it

@@ -1,4 +1,5 @@
-"""LoRA through peft: what trains, what stays frozen, merging, and the CPU dropout."""
+"""LoRA through peft: what trains, what stays frozen, merging, the CPU dropout, and the adapted layers' forward
+(alpha / r on the up-projection's weight; the GPU's dropout operators, run here on the CPU)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import re
 
 import pytest
 import torch
+from peft.tuners.lora import Conv2d as LoraConv2d
+from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from prunelora.adapters import DropoutConv2d, FastDropout, add_lora, merge_lora
+from prunelora.adapters import DropoutConv2d, FastDropout, ScaledConv2d, ScaledLinear, add_lora, merge_lora
 from prunelora.config import ModelConfig
 from prunelora.models import HEAD, create_model, select_layers
 
@@ -278,3 +282,120 @@ def test_dropout_conv_in_eval_mode_is_the_plain_conv():
     fused.eval()
     x = torch.randn(2, 6, 9, 9)
     assert torch.equal(fused(x), plain(x))
+
+
+# ---------------------------------------------------------------- the GPU's dropout operators, on the CPU
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (1, 2, 0)])
+def test_dropout_conv_with_native_dropout_is_dropout_then_conv(kernel, stride, padding, monkeypatch):
+    """With `torch.native_dropout` drawing the mask (the path a GPU takes), the fused down-projection equals
+    dropout with that same mask followed by the plain convolution, forward and backward, bit for bit."""
+    monkeypatch.setattr(FastDropout, "numpy_on_cpu", False)
+    _, plain, fused = _reference_and_fused(kernel, stride, padding)
+    x1 = torch.randn(2, 6, 9, 9, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    torch.manual_seed(42)
+    _, mask = torch.native_dropout(x1.detach(), 0.2, True)
+    assert 0.1 < 1 - mask.float().mean().item() < 0.3
+    y1 = plain(x1 * mask * (1 / 0.8))
+    torch.manual_seed(42)
+    y2 = fused(x2)
+    upstream = torch.randn_like(y1)
+    (y1 * upstream).sum().backward()
+    (y2 * upstream).sum().backward()
+    assert torch.equal(y1, y2) and torch.equal(x1.grad, x2.grad) and torch.equal(plain.weight.grad, fused.weight.grad)
+
+
+def test_fast_dropout_without_numpy_is_torch_dropout(monkeypatch):
+    monkeypatch.setattr(FastDropout, "numpy_on_cpu", False)
+    x = torch.randn(50, 40)
+    torch.manual_seed(3)
+    ref = nn.functional.dropout(x, 0.3, True)
+    torch.manual_seed(3)
+    assert torch.equal(FastDropout(0.3, seed=0).train()(x), ref)
+
+
+# ---------------------------------------------------------------- alpha / r on the up-projection's weight
+
+
+class _OutputMuls(TorchDispatchMode):
+    """Counts multiplications whose result is shaped like `shape` (a full-size pass over the layer's output)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape, self.count = torch.Size(shape), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ in ("mul", "mul_") and isinstance(out, torch.Tensor) and out.shape == self.shape:
+            self.count += 1
+        return out
+
+
+def _conv_lora(alpha: float, dropout: float = 0.0):
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("conv", nn.Conv2d(3, 5, 3, padding=1, bias=False))
+    net.add_module("head", nn.Flatten())
+    wrapped = add_lora(net, "^(?:conv)$", r=2, alpha=alpha, dropout=dropout, train_modules=[], seed=0)
+    layer = wrapped.base_model.model.conv
+    with torch.no_grad():  # B starts at zero: give it values so the update shows
+        layer.lora_B["default"].weight.copy_(torch.randn_like(layer.lora_B["default"].weight))
+    return wrapped, layer
+
+
+@pytest.mark.parametrize("alpha", [4.0, 6.0])
+def test_scaled_conv_forward_and_backward_match_peft(alpha):
+    """Our forward against peft's own on the same layer: bit-identical for a power-of-two alpha / r (4 / 2),
+    equal to rounding otherwise (6 / 2); the gradients too."""
+    _, layer = _conv_lora(alpha)
+    assert type(layer) is ScaledConv2d and layer.scaling == {"default": alpha / 2}
+    x1 = torch.randn(2, 3, 6, 6, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    ours = layer(x1)
+    theirs = LoraConv2d.forward(layer, x2)
+    upstream = torch.randn_like(ours)
+    grads = []
+    for out, x in ((ours, x1), (theirs, x2)):
+        layer.zero_grad()
+        (out * upstream).sum().backward()
+        grads.append((x.grad, layer.lora_A["default"].weight.grad.clone(), layer.lora_B["default"].weight.grad.clone()))
+    exact = alpha == 4.0
+    tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(ours, theirs, **tol)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, **tol)
+    # and both are W x + (alpha / r) B A x, worked out with plain convolutions
+    a_w, b_w = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    by_hand = nn.functional.conv2d(x1, layer.base_layer.weight, padding=1) + alpha / 2 * nn.functional.conv2d(
+        nn.functional.conv2d(x1, a_w, padding=1), b_w)
+    torch.testing.assert_close(ours, by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_update_makes_no_pass_over_the_output_for_the_scale():
+    wrapped, layer = _conv_lora(6.0, dropout=0.1)
+    wrapped.train()
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    with _OutputMuls((2, 5, 6, 6)) as ours:
+        layer(x).sum().backward()
+    with _OutputMuls((2, 5, 6, 6)) as theirs:
+        LoraConv2d.forward(layer, x).sum().backward()
+    assert (ours.count, theirs.count) == (0, 2)  # peft: the scale forward, and again on the gradient
+
+
+def test_scaled_linear_matches_peft_and_falls_back_for_other_cases():
+    wrapped = _mlp_lora()
+    layer = wrapped.base_model.model.fc1
+    assert type(layer) is ScaledLinear and type(wrapped.base_model.model.head) is not ScaledLinear
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    x = torch.randn(4, 6)
+    with torch.no_grad():
+        assert torch.equal(layer(x), LoraLinear.forward(layer, x))  # alpha / r = 2: exact
+        with wrapped.disable_adapter():  # peft's own path: the base layer alone
+            assert torch.equal(layer(x), layer.base_layer(x))
+        layer.merge()
+        assert layer.merged
+        torch.testing.assert_close(layer(x), LoraLinear.forward(layer, x), rtol=0, atol=0)
+        layer.unmerge()
