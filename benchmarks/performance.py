@@ -48,10 +48,11 @@ def comparison(seeds: list[int]) -> None:
         print(f"{name:>18}: time {mean(name, 'time_s'):6.1f} s = {mean(name, 'time_vs_retrain'):.2f}x retrain, "
               f"{mean(name, 'time_per_epoch_s'):.2f} s/epoch; peak {mean(name, 'peak_memory_mb'):6.1f} MB = "
               f"{mean(name, 'peak_memory_mb') / mean('finetune', 'peak_memory_mb'):.2f}x finetune")
-    print(f"\n== quality, mode=remove vs mode=mask (mean over seeds {seeds})")
+    print(f"\n== quality, mode=remove vs mode=mask (mean over seeds {seeds}; then each seed, mask / remove)")
     for key in ("UA", "MIA", "RA", "TA"):
         a, b = mean("prunelora", key), mean("prunelora_remove", key)
-        print(f"{key:>4}: mask {a:6.2f}  remove {b:6.2f}  difference {b - a:+6.2f}")
+        each = ", ".join(f"{m[key]:.2f} / {r[key]:.2f}" for m, r in zip(by["prunelora"], by["prunelora_remove"]))
+        print(f"{key:>4}: mask {a:6.2f}  remove {b:6.2f}  difference {b - a:+6.2f}   ({each})")
 
 
 def latency_ms(model, x: torch.Tensor, reps: int = 30) -> float:

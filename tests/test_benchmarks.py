@@ -26,10 +26,13 @@ def test_gpu_benchmark_runs_on_the_cpu(tmp_path):
     assert all(float(seconds) > 0 for seconds in rows.values())
     checks = re.findall(r"^(PASS|MISS)  (.+): ", out.stdout, re.MULTILINE)
     assert [label for _, label in checks] == [
+        "resnet50-tiny: Fine-tune >= 12000 images/s",
         "resnet50-tiny: PruneLoRA epoch <= 0.9 x Fine-tune's",
         "resnet50-tiny: PruneLoRA peak memory <= 0.8 x Fine-tune's",
-        "resnet50-tiny: Fine-tune >= 12000 images/s",
         "resnet50-tiny: PruneLoRA >= 13000 images/s",
+        "resnet50-tiny: PruneLoRA (channels removed) epoch <= 0.9 x Fine-tune's",
+        "resnet50-tiny: PruneLoRA (channels removed) peak memory <= 0.8 x Fine-tune's",
+        "resnet50-tiny: PruneLoRA (channels removed) >= 13000 images/s",
     ]
     saved = json.loads(record.read_text())
     # each check's value is the ratio / rate of the measured rows, not a figure of its own
@@ -41,6 +44,11 @@ def test_gpu_benchmark_runs_on_the_cpu(tmp_path):
     assert float(values["resnet50-tiny: PruneLoRA peak memory <= 0.8 x Fine-tune's"]) == pytest.approx(
         pl["peak_memory_mb"] / ft["peak_memory_mb"], abs=0.006)
     assert float(values["resnet50-tiny: Fine-tune >= 12000 images/s"]) == pytest.approx(ft["images_per_s"], abs=0.6)
+    rm = fig["prunelora_remove"]
+    assert float(values["resnet50-tiny: PruneLoRA (channels removed) peak memory <= 0.8 x Fine-tune's"]) == pytest.approx(
+        rm["peak_memory_mb"] / ft["peak_memory_mb"], abs=0.006)
+    assert float(values["resnet50-tiny: PruneLoRA (channels removed) >= 13000 images/s"]) == pytest.approx(
+        rm["images_per_s"], abs=0.6)
     assert saved["environment"]["device"] == "cpu" and saved["environment"]["versions"]["torch"]
     steps = saved["figures"]["resnet50-tiny"]
     assert set(steps) == set(rows)
