@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 from collections import Counter
 from types import SimpleNamespace
 
@@ -28,13 +27,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunelora.adapters import FastDropout, add_lora
+from prunelora.adapters import FastDropout
 from prunelora.config import load_config
 from prunelora.environment import environment
 from prunelora.experiment import resolve_config
 from prunelora.files import atomic_write
 from prunelora.methods import UnlearnTask
-from prunelora.models import classifier_name, create_model
+from prunelora.methods.prunelora import add_task_lora
+from prunelora.models import create_model
 
 CONVOLUTION = ("convolution", "convolution_backward")
 SCALE_TO = 128  # bytes are reported for this batch size
@@ -69,11 +69,7 @@ def build(cfg, method: str, classes: int, chans: int, size: int) -> torch.nn.Mod
     task = UnlearnTask(SimpleNamespace(in_chans=chans, image_size=size), None, cfg)
     if method.startswith("prunelora"):
         task.prune(model)
-    lora = task.layers(model, "lora")
-    pattern = "^(?:" + "|".join(re.escape(n) for n in lora) + ")$"
-    head = classifier_name(model)
-    train = [] if head in lora else [head]
-    return add_lora(model, pattern, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, train, seed=0).train()
+    return add_task_lora(model, task, seed=0)[0].train()
 
 
 def count_step(model: torch.nn.Module, batch: int, chans: int, size: int, classes: int):

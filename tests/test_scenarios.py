@@ -22,7 +22,7 @@ def test_random_indices():
     assert len(random_indices(5, 0.01, seed=0)) == 1 and len(random_indices(5, 0.99, seed=0)) == 4
 
 
-@pytest.mark.parametrize("text", ["4 1 9\n1", "4,1,9", "[9, 4, 1]", "4\n1\n9\n"])
+@pytest.mark.parametrize("text", ["4 1 9\n1", "4,1,9", "[9, 4, 1]", "4\n1\n9\n", "{\"indices\": [9, 4, 1]}"])
 def test_read_indices_formats(tmp_path, text):
     path = tmp_path / "forget.txt"
     path.write_text(text)
@@ -32,6 +32,7 @@ def test_read_indices_formats(tmp_path, text):
 @pytest.mark.parametrize("text, message", [
     ("1 x 3", "must hold integers"),
     ("[1.5]", "at least one integer"),
+    ("{\"classes\": [1]}", "at least one integer"),
     ("", "at least one integer"),
     ("3 10", "index 10 is out of range; the train set has indices 0..9"),
     ("-1", "index -1 is out of range"),

@@ -88,5 +88,20 @@ def test_a_run_with_select_best_trains_without_the_validation_split(tiny_data):
     assert sizes["forget"] + sizes["retain"] == len(data.y_train) - held
     assert sizes["test_retain"] == len(splits.test_retain)
     finetune = next(r for r in results["runs"] if r["method"] == "finetune")
-    assert finetune["info"]["selected_epoch"] in (1, 2) and finetune["info"]["passes"] == 2
+    scores = [h["val_objective"] for h in finetune["info"]["history"]]
+    assert finetune["info"]["passes"] == len(scores) == 2
+    assert finetune["info"]["selected_epoch"] == scores.index(min(scores)) + 1
     assert "selected_epoch" not in next(r for r in results["runs"] if r["method"] == "retrain")["info"]
+
+
+def test_a_runs_validation_view_is_the_tuning_view(tiny_data):
+    """selection_data builds its view from the run's own train tensors; it is the view `tune` scores on."""
+    data, _ = tiny_data
+    cfg = resolve_config(_cfg("eval.select=best"))
+    run_data, _, shared = V.selection_data(cfg, data)
+    alone = V.validation_view(cfg, data)
+    assert shared.data.x_train is run_data.x_train
+    for field in ("x_train", "y_train", "x_test", "y_test", "train_rows"):
+        assert torch.equal(getattr(shared.data, field), getattr(alone.data, field))
+    for field in ("forget", "retain", "test_forget", "test_retain"):
+        assert torch.equal(getattr(shared.splits, field), getattr(alone.splits, field))

@@ -78,6 +78,10 @@ def test_a_failed_check_exits_1(checkpoint, unlearned, tmp_path, capsys):
     receipt = json.loads((out / "receipt.json").read_text())
     leaks = next(c for c in receipt["checks"] if c["name"] == "leaks")
     assert not leaks["passed"] and "cannot tell" in leaks["note"]  # 360 test samples: p >= 1/361 > 0.001
+    # the receipt's config names the request file as forget.indices, and the run reads it back as the same samples
+    from prunelora.data import read_indices
+
+    assert read_indices(receipt["config"]["forget"]["indices"], 360).tolist() == [0, 1, 2]
 
 
 def test_p_values_and_the_membership_attack_by_hand():

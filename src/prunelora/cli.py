@@ -195,11 +195,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .tune import check_tune, tune
+    from .tune import tune
 
     cfg = C.load_config(args.config, args.overrides)
     out = Path(args.out or f"runs/tune-{args.method}")
-    check_tune(cfg, args.method, out, args.trials, args.seconds)  # every input, before PyTorch or Optuna loads
     summary = tune(cfg, args.method, out, args.trials, args.seconds, progress=not args.quiet, log=_log(args))
     print(tune_summary(summary))
     print(f"wrote {out}/best.yaml (prunelora run --config {out}/best.yaml), trials.csv, trials.md, tune.json",

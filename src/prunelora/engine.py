@@ -214,7 +214,7 @@ def fit(
     {"epoch", "loss", "acc", "seconds"}, loss and accuracy measured on the training batches.
     """
     loop = TrainingLoop(model, data, recipe, ctx, labels, objective, optimizer)
-    n_batches = len(batches(len(index), recipe.batch_size, None, loop.min_last))
+    n_batches = steps_per_epoch(len(index), recipe.batch_size)
     loop.schedule = schedule or make_schedule(loop.optimizer, recipe, recipe.epochs * n_batches)
     loop.pair = Cycle(paired[0], paired[1], loop.generator) if paired is not None else None
     bn_index = index if bn_index is None else bn_index
@@ -246,15 +246,15 @@ class TrainingLoop:
         if objective is not None and recipe.mixup > 0:
             raise ValueError(f"MixUp (mixup={recipe.mixup}) mixes cross-entropy only; a custom objective needs mixup=0")
         loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-        self.default_objective = lambda logits, batch: loss_fn(logits, batch.y)
-        self.objective = objective or self.default_objective
+        plain = objective is None  # cross-entropy on the data set's labels: a step a CUDA graph may record
+        self.objective = objective or (lambda logits, batch: loss_fn(logits, batch.y))
         # MixUp's lambda: one draw per global batch from a stream seeded by the run's seed, the same on every rank
         self.mix_rng = np.random.default_rng([ctx.seed, 0x6D6978]) if recipe.mixup > 0 else None
         net = dist.wrap(model, ctx.device)  # DDP across processes (gradients averaged), else the model itself
         self.forward = torch.compile(net) if ctx.compile else net  # compiled graph shares the model's parameters
         self.schedule = self.pair = self.bar = None
         self.graphed = None
-        if self.graph_ok(plain=self.objective is self.default_objective):
+        if self.graph_ok(plain=plain):
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
             self.graphed = GraphedStep(lambda: self.forward_backward(self.graphed.rows, 0), recipe.batch_size,
                                        ctx.device, params)

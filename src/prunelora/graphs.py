@@ -2,7 +2,8 @@
 
 A CIFAR ResNet-50 training step at batch 128 is about 1 TFLOP of bf16 work, a few milliseconds on a datacenter
 GPU, but eager PyTorch launches it as 851 kernels (Fine-tune) or 1,771 (PruneLoRA, whose adapters add dropout,
-two small convolutions and an add per layer in each direction), measured on an H200; each launch costs the host
+two small convolutions and an add per layer in each direction), measured on an H200 before the adapters' element-wise
+passes were cut (docs/gpu.md); each launch costs the host
 microseconds of Python and dispatch, and the GPU waits on the host. A replayed graph launches the step at once.
 
 What stays eager, between replays: the optimizer step and the learning-rate schedule (so recipes and their

@@ -112,17 +112,11 @@ def open_study(optuna, cfg: C.ExperimentConfig, out: Path):
     if saved is None:
         study.set_user_attr("config", mine)
     elif saved != mine:
-        key = _first_difference(saved, mine)
+        from .resume import first_difference
+
+        key = first_difference(saved, mine)
         raise UserError(f"--out '{out}' holds a tune of another config ({key} differs); pass another --out")
     return study
-
-
-def _first_difference(a, b, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return prefix.rstrip(".")
 
 
 def setup(cfg: C.ExperimentConfig) -> dict:
@@ -273,12 +267,12 @@ def _csv(rows: list[dict]) -> str:
 
 
 def _markdown(rows: list[dict], best: int) -> str:
+    from .report.tables import _table
+
     keys = list(dict.fromkeys(k for row in rows for k in row))
     cell = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in sorted(rows, key=lambda r: r["objective"]):
-        mark = " (best)" if row["trial"] == best else ""
-        lines.append("| " + " | ".join(cell(row.get(k)) + (mark if k == "trial" else "") for k in keys) + " |")
+    table = _table(keys, [[cell(row.get(k)) + (" (best)" if k == "trial" and row["trial"] == best else "") for k in keys]
+                          for row in sorted(rows, key=lambda r: r["objective"])])
     return ("Trials, best first. objective: lower is better (points); VA, forget_VA: accuracy on the retain- and "
             "forget-validation samples; UA, MIA, RA on the validation view's train set; method_s: the method's own "
-            "time per run, trial_s: the whole trial (every seed and its scoring).\n\n" + "\n".join(lines) + "\n")
+            "time per run, trial_s: the whole trial (every seed and its scoring).\n\n" + table + "\n")

@@ -11,6 +11,7 @@ forget TA. A run with `eval.select=best` trains on the same reduced train set an
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,9 +103,12 @@ def validation_view(cfg: C.ExperimentConfig, data: ImageData) -> Validation:
 def selection_data(cfg: C.ExperimentConfig, data: ImageData) -> tuple[ImageData, Splits, Validation]:
     """For a run with eval.select=best: the data it trains and reports on (the train set without the validation
     samples, the real test set), its splits, and the validation view over the same train rows."""
-    keep, _, classes, forget = carve(data, cfg)
+    keep, val, classes, forget = carve(data, cfg)
     run_data = held_out(data, keep, data.x_test, data.y_test)
-    return run_data, view_splits(run_data, classes, forget, keep), validation_view(cfg, data)
+    val = val.to(data.x_train.device)
+    view = dataclasses.replace(run_data, x_test=data.x_train[val], y_test=data.y_train[val])  # train tensors shared
+    validation = Validation(view, view_splits(view, classes, forget, keep), cfg.eval.objective)
+    return run_data, view_splits(run_data, classes, forget, keep), validation
 
 
 def open_validation(cfg: C.ExperimentConfig) -> Validation:

@@ -36,7 +36,7 @@ def read_request(path: str | Path) -> dict:
         raise UserError(f"request file '{path}' does not exist; pass {REQUEST_HELP}")
     text = path.read_text(errors="replace").strip()
     try:
-        value = json.loads(text) if text[:1] in "[{" else [int(v) for v in re.split(r"[\s,]+", text) if v]
+        value = json.loads(text) if text.startswith(("[", "{")) else [int(v) for v in re.split(r"[\s,]+", text) if v]
     except ValueError:
         raise UserError(f"request file '{path}' is neither JSON nor a list of integers; pass {REQUEST_HELP}") from None
     if isinstance(value, list):
@@ -158,9 +158,10 @@ def _splits(cfg: C.ExperimentConfig, req: dict, ctx):
 
 def _model(path: str, data, ctx):
     from .api import load_module
+    from .models import classifier_name
 
     model = load_module(path)
-    head = [m for m in model.modules() if hasattr(m, "out_features")][-1].out_features
+    head = model.get_submodule(classifier_name(model)).out_features
     if head != data.num_classes:
         raise UserError(f"model '{path}' has {head} outputs but its data set {data.num_classes} classes; pass a model "
                         "trained on this data set")

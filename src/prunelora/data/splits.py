@@ -80,16 +80,19 @@ def random_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
 
 
 def read_indices(path: str | Path, n: int) -> torch.Tensor:
-    """Train-set indices from a text file (integers separated by whitespace or commas) or a JSON list."""
+    """Train-set indices from a text file (integers separated by whitespace or commas), a JSON list, or a JSON
+    object {"indices": [...]} (the deletion-request file `prunelora verify` takes)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"forget.indices file '{path}' does not exist; pass a file of train-set indices")
     text = path.read_text(errors="replace").strip()
     try:
-        values = json.loads(text) if text.startswith("[") else [int(v) for v in re.split(r"[\s,]+", text) if v]
+        values = json.loads(text) if text.startswith(("[", "{")) else [int(v) for v in re.split(r"[\s,]+", text) if v]
     except ValueError:
         raise UserError(f"forget.indices file '{path}' must hold integers (one per line, or a JSON list)") from None
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if isinstance(values, dict) and list(values) == ["indices"]:
+        values = values["indices"]
+    if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise UserError(f"forget.indices file '{path}' must hold at least one integer index")
     bad = [v for v in values if not 0 <= v < n]
     if bad:

@@ -22,17 +22,24 @@ from ..models import classifier_name
 from .protocol import Unlearned, UnlearnTask, trainable_parameters
 
 
-def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
-    """Optionally prune, then train LoRA adapters plus the head (unless it has an adapter) on the retain set, then merge."""
+def add_task_lora(model, task: UnlearnTask, seed: int):
+    """LoRA (the config's rank, alpha, dropout) on the task's `lora.targets`; returns (wrapped model, layers).
+
+    A head among the LoRA layers gets an adapter like the rest (weight and bias frozen, as the authors' ViT
+    code ran it); otherwise the whole head trains beside the adapters.
+    """
     cfg = task.config
-    pruned = task.prune(model) if prune else {}
     head = classifier_name(model)
     lora_layers = task.layers(model, "lora")
-    # a head among the LoRA layers gets an adapter like the rest (weight and bias frozen, as the authors' ViT
-    # code ran it); otherwise the whole head trains beside the adapters
     full = [] if head in lora_layers else [head]
     pattern = "|".join(re.escape(name) for name in lora_layers)
-    wrapped = add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, full, ctx.seed)
+    return add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, full, seed), lora_layers
+
+
+def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
+    """Optionally prune, then train LoRA adapters plus the head (unless it has an adapter) on the retain set, then merge."""
+    pruned = task.prune(model) if prune else {}
+    wrapped, lora_layers = add_task_lora(model, task, ctx.seed)
     info = {"lora_layers": len(lora_layers), "trainable_params": trainable_parameters(wrapped)}
     recipe = task.unlearn_recipe()
     info["history"] = fit(wrapped, task.data, task.splits.retain, recipe, ctx, desc="adapt")
