@@ -174,7 +174,7 @@ CASES = {
     "verify-class-out-of-range": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"classes": [12]}),
                                   "forget class 12 is out of range"),
     "verify-index-out-of-range": (lambda t, c, o, tiny, r, u: _verify(t, c, o, [5, 99999]),
-                                  "request index 99999 is out of range"),
+                                  "index 99999 is out of range"),
     "verify-request-of-colours": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"colours": [1]}),
                                   "must name either classes or indices"),
     "verify-other-architecture": (lambda t, c, o, tiny, r, u: _verify(t, c, o, {"classes": [3]},
@@ -269,8 +269,8 @@ def test_force_removes_what_the_earlier_run_wrote(tmp_path, tiny_overrides, caps
                  "eval.evidence=[]", "eval.curves=false"]) == 0
     assert (out / "notes.txt").read_text() == "mine\n"
     assert not (out / "models").exists() and not (out / "curves.png").exists()  # this config saves and draws neither
-    assert sorted(p.name for p in (out / "progress").iterdir()) == ["seed0-retrain.json", "seed0-retrain.npz",
-                                                                     "setup.json"]
+    assert sorted(p.name for p in (out / "progress").iterdir()) == ["inputs.json", "seed0-retrain.json",
+                                                                     "seed0-retrain.npz", "setup.json"]
     capsys.readouterr()
     assert main(["export", "--run", str(out), "--method", "finetune", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "did not run" in capsys.readouterr().err

@@ -22,34 +22,52 @@ def cache_here(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_key_covers_what_determines_the_model(tiny_cfg):
+def test_key_covers_what_determines_the_model(tiny_cfg, tiny_data):
+    data, _ = tiny_data
     index = torch.arange(10)
     ctx = Context(torch.device("cpu"), progress=False)
-    key, described = cache.model_key("original", tiny_cfg, 0, index, ctx)
-    assert key == cache.model_key("original", tiny_cfg, 0, torch.arange(10), ctx)[0]
+    key, described = cache.model_key("original", tiny_cfg, 0, index, ctx, data)
+    assert key == cache.model_key("original", tiny_cfg, 0, torch.arange(10), ctx, data)[0]
     other_train = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, lr=0.05))
-    for changed in (cache.model_key("original", tiny_cfg, 1, index, ctx), cache.model_key("retrain", tiny_cfg, 0, index, ctx),
-                    cache.model_key("original", tiny_cfg, 0, torch.arange(9), ctx),
-                    cache.model_key("original", other_train, 0, index, ctx)):
+    for changed in (cache.model_key("original", tiny_cfg, 1, index, ctx, data),
+                    cache.model_key("retrain", tiny_cfg, 0, index, ctx, data),
+                    cache.model_key("original", tiny_cfg, 0, torch.arange(9), ctx, data),
+                    cache.model_key("original", other_train, 0, index, ctx, data)):
         assert changed[0] != key
     no_download = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, download=True))
-    assert cache.model_key("original", no_download, 0, index, ctx)[0] == key  # downloading changes no data
+    assert cache.model_key("original", no_download, 0, index, ctx, data)[0] == key  # downloading changes no data
     assert '"seed": 0' in described
 
 
-def test_key_covers_how_training_ran(tiny_cfg, monkeypatch):
+def test_key_covers_the_content_of_the_data(tiny_cfg, tiny_data):
+    """One pixel of one test image changed (an image replaced under the same file name): another key; the same
+    content in another object: the same key."""
+    data, _ = tiny_data
+    index, ctx = torch.arange(10), Context(torch.device("cpu"), progress=False)
+    key = cache.model_key("original", tiny_cfg, 0, index, ctx, data)[0]
+    same = dataclasses.replace(data, x_train=data.x_train.clone())
+    assert cache.model_key("original", tiny_cfg, 0, index, ctx, same)[0] == key
+    for field in ("x_train", "x_test", "y_train"):
+        tensor = getattr(data, field).clone()
+        tensor.view(-1)[-1] = (tensor.view(-1)[-1] + 1) % (255 if field.startswith("x") else data.num_classes)
+        changed = dataclasses.replace(data, **{field: tensor})
+        assert cache.model_key("original", tiny_cfg, 0, index, ctx, changed)[0] != key, field
+
+
+def test_key_covers_how_training_ran(tiny_cfg, tiny_data, monkeypatch):
+    data, _ = tiny_data
     index = torch.arange(10)
     cpu = Context(torch.device("cpu"), progress=False)
-    key = cache.model_key("original", tiny_cfg, 0, index, cpu)[0]
-    assert cache.model_key("original", tiny_cfg, 0, index, dataclasses.replace(cpu, compile=True))[0] != key
+    key = cache.model_key("original", tiny_cfg, 0, index, cpu, data)[0]
+    assert cache.model_key("original", tiny_cfg, 0, index, dataclasses.replace(cpu, compile=True), data)[0] != key
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(threads + 1)
-        assert cache.model_key("original", tiny_cfg, 0, index, cpu)[0] != key
+        assert cache.model_key("original", tiny_cfg, 0, index, cpu, data)[0] != key
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert cache.model_key("original", tiny_cfg, 0, index, cpu)[0] != key
+    assert cache.model_key("original", tiny_cfg, 0, index, cpu, data)[0] != key
     monkeypatch.delenv("WORLD_SIZE")
     # a GPU run (described without touching a GPU): device type, autocast and memory format enter the key
     gpu = {"device": torch.device("cuda"), "amp": True, "channels_last": True, "compile": False, "graphs": True}

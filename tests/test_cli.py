@@ -184,7 +184,9 @@ def _mismatched(path, checkpoint):
         meta = f.metadata()
     state = load_file(str(checkpoint))
     state["head.weight"] = torch.zeros(3, 3)
-    save_file(state, str(path), metadata=meta)
+    from prunelora.checkpoints import tensors_digest  # an intact file of another shape, not a damaged one
+
+    save_file(state, str(path), metadata={**meta, "digest": tensors_digest(state)})
     return path
 
 

@@ -90,3 +90,36 @@ def test_variant_names_cannot_leave_the_output_directory():
     for name in ("../x", "a/b", ".hidden"):
         with pytest.raises(UserError, match="may use only letters, digits"):
             resolve_config(load_config(base={"variants": {name: {"method": "prunelora"}}, "methods": [name]}))
+
+
+def test_a_sequence_resumes_from_the_request_it_stopped_in(tmp_path, tiny_overrides, monkeypatch):
+    """Interrupted in request 2 (after request 1 and one method of request 2), a sequence run loads what was done,
+    starts each method's request 2 from its saved request-1 model, and ends with an uninterrupted run's numbers."""
+    from prunelora import runner
+
+    overrides = [*tiny_overrides, "methods=[retrain,finetune,prunelora]", "forget.sequence=[[3],[5]]",
+                 "forget.classes=null", "eval.curves=false", "eval.evidence=[]"]
+    cfg = load_config(overrides=overrides)
+    whole = run(cfg, tmp_path / "whole", progress=False, log=lambda *a: None)
+    real, calls = runner._run_method, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 5:  # request 2's finetune
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_run_method", interrupted)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out, progress=False, log=lambda *a: None)
+    monkeypatch.setattr(runner, "_run_method", real)
+    assert (out / "progress" / "seed0-request1-prunelora.safetensors").is_file()
+    lines = []
+    resumed = run(cfg, out, progress=False, log=lines.append)
+    loaded = [line.split(":")[0].split()[-1] for line in lines if "done before" in line]
+    assert loaded == ["retrain", "finetune", "prunelora", "retrain"]
+    assert [(r["method"], r["step"]) for r in resumed["runs"]] == [(r["method"], r["step"]) for r in whole["runs"]]
+    quality = lambda results: [{k: v for k, v in r["metrics"].items() if "time" not in k and "memory" not in k}
+                               for r in results["runs"]]
+    assert quality(resumed) == quality(whole)

@@ -22,7 +22,7 @@ def test_random_indices():
     assert len(random_indices(5, 0.01, seed=0)) == 1 and len(random_indices(5, 0.99, seed=0)) == 4
 
 
-@pytest.mark.parametrize("text", ["4 1 9\n1", "4,1,9", "[9, 4, 1]", "4\n1\n9\n", "{\"indices\": [9, 4, 1]}"])
+@pytest.mark.parametrize("text", ["4 1 9\n", "4,1,9", "[9, 4, 1]", "4\n1\n9\n", "{\"indices\": [9, 4, 1]}"])
 def test_read_indices_formats(tmp_path, text):
     path = tmp_path / "forget.txt"
     path.write_text(text)

@@ -156,9 +156,9 @@ def test_retrain_trains_on_the_retain_set(tiny_data, cpu_ctx, monkeypatch):
 
     real_key = RETRAIN.cache.model_key
 
-    def key_spy(kind, cfg_, seed, index, ctx):
+    def key_spy(kind, cfg_, seed, index, ctx, data_):
         seen["key"] = index.clone()
-        return real_key(kind, cfg_, seed, index, ctx)
+        return real_key(kind, cfg_, seed, index, ctx, data_)
 
     monkeypatch.setattr(RETRAIN, "fit", fit_spy)
     monkeypatch.setattr(RETRAIN.cache, "model_key", key_spy)

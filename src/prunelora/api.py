@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from . import config as C
 from .checkpoints import read_config
 from .errors import UserError
-from .files import atomic_write, check_out_file, inside, same_path, to_json
+from .files import atomic_write, check_cache_dir, check_out_file, check_outputs, inside, same_path, to_json
 from .resolve import ENSEMBLE_METRICS, check_out, checkpoint_config, resolve_config
 
 if TYPE_CHECKING:
@@ -26,20 +26,47 @@ if TYPE_CHECKING:
     from .experiment import Experiment
 
 
-def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True) -> dict:
-    """Train the original model on the whole train set; write OUT/model.safetensors (+ .yaml, metrics.json)."""
+MODEL_FILES = ("model.safetensors", "model.yaml", "metrics.json")  # what train and unlearn write in their --out
+
+
+def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True, force: bool = False) -> dict:
+    """Train the original model on the whole train set; write OUT/model.safetensors (+ .yaml, metrics.json). A
+    model of another config already there is refused unless `force` (it would be replaced)."""
+    out = Path(out)
+    check_cache_dir()
+    check_outputs(out, MODEL_FILES)
+    check_replaced(resolve_config(cfg), out / "model.safetensors", force)
+
     from .checkpoints import save_checkpoint
     from .environment import environment
     from .experiment import model_facts, open_experiment, train_original
+    from .lock import out_lock
 
-    out = Path(out)
-    exp = open_experiment(cfg, progress, out)
-    model, record = train_original(exp.config, exp.data, exp.ctx)
-    record["test_acc"] = _test_accuracy(model, exp)
-    record["environment"] = environment(exp.ctx.device, exp.ctx.meter.kind)
-    save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "original", **model_facts(exp.data)})
-    atomic_write(out / "metrics.json", to_json(record))
+    with out_lock(out):
+        exp = open_experiment(cfg, progress, out)
+        model, record = train_original(exp.config, exp.data, exp.ctx)
+        record["test_acc"] = _test_accuracy(model, exp)
+        record["environment"] = environment(exp.ctx.device, exp.ctx.meter.kind)
+        save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "original", **model_facts(exp.data)})
+        atomic_write(out / "metrics.json", to_json(record))
     return record
+
+
+def check_replaced(cfg: C.ExperimentConfig, path: Path, force: bool) -> None:
+    """A checkpoint at `path` of another config (or one that cannot be read) is not replaced without `force`, as
+    `prunelora run` keeps a run of another config."""
+    if force or not path.is_file():
+        return
+    from .resume import first_difference
+
+    try:
+        saved, _ = read_config(path)
+    except UserError:
+        saved = None
+    if saved != C.to_dict(cfg):
+        where = f"{first_difference(saved, C.to_dict(cfg))} differs" if isinstance(saved, dict) else "it is unreadable"
+        raise UserError(f"--out '{path.parent}' holds the model of another config ({where}); use another --out, or "
+                        "--force to replace it")
 
 
 def _test_accuracy(model: nn.Module, exp: Experiment) -> float:
@@ -102,7 +129,16 @@ def unlearn(
     out = Path(out)
     cfg, _ = checkpoint_config(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
     check_out(cfg, out, {"--checkpoint": checkpoint})
+    check_cache_dir()
+    check_outputs(out, MODEL_FILES)
 
+    from .lock import out_lock
+
+    with out_lock(out):
+        return _unlearn(checkpoint, method, out, overrides, config_file, progress)
+
+
+def _unlearn(checkpoint, method: str, out: Path, overrides, config_file, progress: bool) -> dict:
     from .checkpoints import save_checkpoint
     from .environment import environment
     from .experiment import model_facts, open_experiment
@@ -131,6 +167,7 @@ def evaluate_checkpoint(
     """UA, RA, TA, MIA... of a saved model for the forget request in its config (or the overrides); with `out`, also
     written there as JSON (never over the checkpoint or its config)."""
     cfg, extra = checkpoint_config(checkpoint, overrides, config_file)
+    check_cache_dir()  # the evidence metrics may train models through the cache
     method = "original" if extra.get("role") == "original" else extra.get("method")
     wanted = [name for name in cfg.eval.evidence if name in ENSEMBLE_METRICS]
     if wanted and method is None:

@@ -1,11 +1,19 @@
 """Model files: prunelora's checkpoints (safetensors with the resolved config inside, never pickle) and a user's
 weights (`model.init`: safetensors, or a state dict read with `weights_only=True`). A checkpoint's config is read
-from its header without importing PyTorch (`read_config`), so that the command line checks it at once."""
+from its header without importing PyTorch (`read_config`), so that the command line checks it at once.
+
+Every checkpoint (and model-cache entry) carries `tensors_digest` of its tensors in its metadata ("digest"), checked
+when its tensors are read: a file damaged on disk (bytes flipped, weights zeroed) is refused, not trained on.
+Checkpoints written before the digest existed (prunelora 0.x, no "digest" key) load with a one-line warning: their
+tensors cannot be checked. Weights that are not finite (NaN, inf) are the input's fault and refused, naming the
+tensor, before anything trains on them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +39,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dic
         return
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(config), "extra": json.dumps(extra or {})}
+    meta = {"format": FORMAT, "config": json.dumps(config), "extra": json.dumps(extra or {}),
+            "digest": tensors_digest(state)}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     atomic_write(path.with_suffix(".yaml"), yaml.safe_dump(config, sort_keys=False))
 
@@ -79,7 +88,49 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"checkpoint '{path}' is not a readable safetensors file ({err}); pass a file written by prunelora") from None
+    stored = _metadata(path).get("digest")
+    if stored is None:
+        print(f"prunelora: warning: checkpoint '{path}' has no digest (written before prunelora checked them), so a "
+              "damaged file cannot be told apart; write it again with prunelora train, unlearn or export",
+              file=sys.stderr, flush=True)
+    elif stored != tensors_digest(state):
+        raise UserError(f"checkpoint '{path}' is damaged: its tensors do not match the SHA-256 stored with them; use "
+                        "an intact copy, or write it again with prunelora train, unlearn or export")
+    check_finite(state, path)
     return state, config, extra
+
+
+def _metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over every tensor in name order: its name, dtype, shape and bytes (CPU, contiguous)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def check_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights with NaN or infinite values, naming the first such tensor: training from them can only
+    diverge, and the fault is the file's, not the learning rate's."""
+    import torch
+
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise UserError(f"'{path}' holds non-finite weights: tensor '{name}' has {bad} NaN or infinite "
+                                f"value{'s' if bad > 1 else ''} of {tensor.numel()}; pass a model with finite weights")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -94,9 +145,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"model.init file '{path}' does not exist; pass a .safetensors or state-dict .pt file")
     if path.suffix == ".safetensors":
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise UserError(f"'{path}' is not a readable safetensors file ({err})") from None
+        check_finite(state, path)
+        return state
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  torch.load raises many types for foreign or unsafe files
@@ -107,6 +160,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise UserError(f"'{path}' does not hold a state dict (a mapping of parameter names to tensors)")
+    check_finite(state, path)
     return state
 
 

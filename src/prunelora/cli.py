@@ -16,7 +16,8 @@ from pathlib import Path
 from . import __version__
 from . import config as C
 from .errors import UserError
-from .files import to_json
+from .files import check_cache_dir, check_outputs, to_json
+from .lock import out_lock
 from .resolve import check_out, resolve_config
 
 
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="start over: remove what an earlier run wrote in --out (results, reports, plots, progress/, "
                         "models/), whatever its config")
-    _common(sub.add_parser("train", help="train the original model and save it"), "output directory (default: runs/original)")
+    p = sub.add_parser("train", help="train the original model and save it")
+    _common(p, "output directory (default: runs/original)")
+    p.add_argument("--force", action="store_true", help="replace a model of another config in --out")
     p = sub.add_parser("unlearn", help="unlearn a saved model with one method")
     _common(p, "output directory (default: runs/unlearn-<method>)")
     p.add_argument("--checkpoint", required=True, help="model.safetensors written by prunelora train")
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prunelora: error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:  # a diverging loss: no traceback, but not a success either
-        print(f"prunelora: error: {err}; lower the learning rate (train.lr / unlearn.lr)", file=sys.stderr)
+        advice = "" if "learning rate" in str(err) else "; lower the learning rate (train.lr / unlearn.lr)"
+        print(f"prunelora: error: {err}{advice}", file=sys.stderr)  # the advice once, if the message lacks it
         return 1
     except OSError as err:  # the disk or the file system failed us: every file written so far is whole
         where = f": '{err.filename}'" if err.filename else ""
@@ -125,6 +129,7 @@ def cmd_run(args) -> int:
     cfg = resolve_config(C.load_config(args.config, args.overrides))
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     check_out(cfg, out)
+    check_cache_dir()  # before PyTorch: a file named as the cache would silently mean none
 
     from . import dist
     from .report.tables import completed, failures, main_table
@@ -147,7 +152,7 @@ def cmd_train(args) -> int:
 
     from .api import train
 
-    record = train(cfg, out, progress=not args.quiet)
+    record = train(cfg, out, progress=not args.quiet, force=args.force)
     print(f"test accuracy {record['test_acc']:.2f}% in {record['time_s']:.1f} s; wrote {out}/model.safetensors")
     return 0
 
@@ -178,14 +183,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .files import check_out_dir
-    from .report.merge import load_runs, setups_note
+    from .files import check_out_dir, check_outputs
+    from .report.merge import load_runs, setups_note  # reads and checks every results.json without PyTorch
     from .report.summary import summary_rows, to_markdown
-    from .report.write import write_report
 
-    results = load_runs(args.runs)
     out = Path(args.out or args.runs[0])
     check_out_dir(out)
+    check_outputs(out, ("report.md", "report.csv", "report.tex", "bars.png", "curves.png"))
+    results = load_runs(args.runs)
+
+    from .report.write import write_report  # matplotlib, and PyTorch for the set-ups: once the inputs are checked
+
     written = write_report(results, out)
     print(to_markdown(summary_rows(results)))
     if note := setups_note(results):
@@ -199,7 +207,10 @@ def cmd_tune(args) -> int:
 
     cfg = C.load_config(args.config, args.overrides)
     out = Path(args.out or f"runs/tune-{args.method}")
-    summary = tune(cfg, args.method, out, args.trials, args.seconds, progress=not args.quiet, log=_log(args))
+    check_cache_dir()
+    check_outputs(out, ("best.yaml", "trials.csv", "trials.md", "tune.json", "tune.db"))
+    with out_lock(out):  # one tune per --out: two would write one study's files
+        summary = tune(cfg, args.method, out, args.trials, args.seconds, progress=not args.quiet, log=_log(args))
     print(tune_summary(summary))
     print(f"wrote {out}/best.yaml (prunelora run --config {out}/best.yaml), trials.csv, trials.md, tune.json",
           file=sys.stderr)

@@ -181,6 +181,9 @@ class ForgetConfig:
         check_seed("forget.seed", self.seed)
         _check(self.sequence is None or (len(self.sequence) > 0 and all(len(r) > 0 for r in self.sequence)),
                "forget.sequence needs at least one non-empty request, e.g. forget.sequence=[[3],[5]]")
+        check_unique("forget.classes", self.classes)
+        # a class forgotten twice within a request, or again by a later one (whose model has already forgotten it)
+        check_unique("forget.sequence", None if self.sequence is None else [c for r in self.sequence for c in r])
 
     @property
     def kind(self) -> str:
@@ -218,8 +221,12 @@ class EvalConfig:
     quality_models: int = 4
     quality_leaks: int = 10  # forget samples with the highest epsilon listed in the report (ids and classes)
     quality_bootstrap: int = 1000  # resamples of the forget samples behind the score's 95% interval
+    # phi behind forgetting_quality. exact | challenge: the challenge's log(p + 1e-45) form, bounded at +-103.6, to
+    # compare F with its leaderboard (docs/metrics.md)
+    quality_phi: str = "exact"
 
     def __post_init__(self):
+        require(self.quality_phi in ("exact", "challenge"), "eval.quality_phi", self.quality_phi, "exact or challenge")
         require(self.select in SELECT_MODES, "eval.select", self.select, f"one of {', '.join(SELECT_MODES)}")
         require(self.objective in OBJECTIVES, "eval.objective", self.objective, f"one of {', '.join(OBJECTIVES)}")
         require(_finite(self.val_fraction) and 0.0 < self.val_fraction <= 0.5, "eval.val_fraction", self.val_fraction,
@@ -235,6 +242,7 @@ class EvalConfig:
         require(self.quality_leaks >= 0, "eval.quality_leaks", self.quality_leaks, "0 or more samples to list")
         require(self.quality_bootstrap >= 100, "eval.quality_bootstrap", self.quality_bootstrap,
                 "at least 100 resamples")
+        check_unique("eval.evidence", self.evidence)
 
 
 @dataclass
@@ -333,6 +341,14 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
                         else f"{key} is {value}; it must be {allowed}")
 
 
+def check_unique(key: str, values: list | None) -> None:
+    """No value of the list `key` is named twice (3 and '3' are the same name: a class index written as text)."""
+    seen = set()
+    for value in values or []:
+        _check(str(value) not in seen, f"{key} names {value!r} twice; name each once")
+        seen.add(str(value))
+
+
 def check_seed(key: str, seed: int) -> None:
     require(isinstance(seed, int) and 0 <= seed <= SEED_MAX, key, seed, f"an integer from 0 to {SEED_MAX}")
 
@@ -385,7 +401,8 @@ def from_dict(cls: type, values: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str, nested: bool = False) -> Any:
+    """`value` as type `hint`; `nested`: inside a list (where a scalar is no list)."""
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value if value is not None else {}, key + ".")
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -395,7 +412,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(arg, value, key)
+                return _coerce(arg, value, key, nested)
             except UserError as err:
                 errors.append(str(err))
         raise UserError(errors[0])
@@ -408,12 +425,19 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return copy.deepcopy(value)
         return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return [_coerce(args[0], v, key) for v in value]
+        return _coerce_list(args[0], value, key, nested)
     return _scalar(hint, value, key)
+
+
+def _coerce_list(item: Any, value: Any, key: str, nested: bool) -> list:
+    """A list; only the outer list of a key may be written as a scalar or comma-separated text (methods=prunelora):
+    in a list of lists, forget.sequence=[3,5] would be two requests or one, so each inner list must be written."""
+    if not isinstance(value, (list, tuple)):
+        if nested:
+            raise UserError(f"{key} holds {value!r} where a list belongs; write each item as a list, "
+                            f"e.g. {key}=[[3],[5]] (two) or {key}=[[3,5]] (one of two)")
+        value = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
+    return [_coerce(item, v, key, nested=True) for v in value]
 
 
 def _scalar(hint: type, value: Any, key: str) -> Any:
@@ -442,6 +466,66 @@ def to_dict(config: Any) -> dict:
 
 # ---------------------------------------------------------------- files and overrides
 
+# what a config file (or an override's value) may hold: a config is a few hundred nodes; aliases are expanded into
+# copies by everything that reads the values (merges, dataclasses.asdict, dumps), so a "billion laughs" file of a
+# few lines would hang or exhaust memory there. Counted while the YAML is composed, before anything is built
+MAX_YAML_BYTES = 1 << 20  # 1 MiB
+MAX_YAML_DEPTH = 32  # nested mappings / lists
+MAX_YAML_ALIASES = 100  # *alias references
+MAX_YAML_NODES = 100_000  # nodes once every alias is expanded
+
+
+class YamlLimit(Exception):
+    """The YAML exceeds one of the limits above (the message names which)."""
+
+
+class LimitedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses, while composing, a document nested deeper than MAX_YAML_DEPTH, with more than
+    MAX_YAML_ALIASES aliases, or of more than MAX_YAML_NODES nodes once its aliases are expanded."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth, self._aliases, self._nodes = 0, 0, 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its node count, aliases expanded (for anchored nodes)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise YamlLimit(f"more than {MAX_YAML_ALIASES} aliases")
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:  # a node that holds itself: every reader would recurse forever
+                raise YamlLimit("a recursive alias (a node that holds itself)")
+            self._count(self._sizes[id(node)])
+            return node
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        before = self._nodes
+        self._count(1)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._sizes[id(node)] = self._nodes - before
+        return node
+
+    def _count(self, n: int) -> None:
+        self._nodes += n
+        if self._nodes > MAX_YAML_NODES:
+            raise YamlLimit(f"more than {MAX_YAML_NODES} values once its aliases are expanded")
+
+
+def yaml_load(text: str, what: str) -> Any:
+    """`text` parsed as YAML within the limits above; `what` names it in the error (a file, an override)."""
+    if len(text.encode(errors="replace")) > MAX_YAML_BYTES:
+        raise UserError(f"{what} is larger than {MAX_YAML_BYTES >> 20} MiB, the limit of a config; shorten it")
+    loader = LimitedLoader(text)
+    try:
+        return loader.get_single_data()
+    except YamlLimit as err:
+        raise UserError(f"{what} holds {err}, beyond what a config may hold; write the values out") from None
+    finally:
+        loader.dispose()
+
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'a.b=[1,2]' -> (['a', 'b'], [1, 2]); the value is parsed as YAML (numbers, lists, null)."""
@@ -451,7 +535,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise UserError(f"override '{text}' has an empty key; write it like unlearn.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw, f"override '{key}'") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -478,7 +562,10 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
     try:
-        values = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_YAML_BYTES:  # before reading it whole
+            raise UserError(f"config file '{path}' is larger than {MAX_YAML_BYTES >> 20} MiB, the limit of a config; "
+                            "pass the config file itself")
+        values = yaml_load(path.read_text(), f"config file '{path}'")
     except OSError as err:
         raise UserError(f"config file '{path}' cannot be read ({err.strerror}); pass a readable YAML file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:

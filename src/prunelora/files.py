@@ -8,6 +8,7 @@ any work starts: an output that cannot be written, or that would replace what th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -163,3 +164,54 @@ def inside(path: str | Path, folder: str | Path) -> bool:
     """Whether `path` lies in `folder` or below it."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outputs(out: str | Path, files: tuple[str, ...] | list[str] = (), folders: tuple[str, ...] | list[str] = (),
+                  flag: str = "--out") -> None:
+    """Each of `files` (names in `out`) is a file or absent, each of `folders` a folder or absent: what a command
+    writes there at the end must not fail only after the work (a folder where results.json goes, a file named
+    progress)."""
+    out = Path(out)
+    for name in files:
+        if (out / name).is_dir():
+            raise UserError(f"{flag} '{out}' holds a folder '{name}' where this command writes a file; remove or "
+                            f"rename '{out / name}', or pass another {flag}")
+    for name in folders:
+        if os.path.lexists(out / name) and not (out / name).is_dir():
+            raise UserError(f"{flag} '{out}' holds a file '{name}' where this command writes a folder; remove or "
+                            f"rename '{out / name}', or pass another {flag}")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- the model cache's folder (no PyTorch needed)
+
+CACHE_OFF = ("off", "0", "false", "")
+
+
+def cache_dir() -> Path | None:
+    """$PRUNELORA_CACHE (default ~/.cache/prunelora), or None when it says off."""
+    value = os.environ.get("PRUNELORA_CACHE", "~/.cache/prunelora")
+    return None if value.lower() in CACHE_OFF else Path(value).expanduser()
+
+
+def check_cache_dir() -> None:
+    """PRUNELORA_CACHE names a folder, or a path where one can be made: a regular file there (or above it) would
+    silently mean no cache, every model trained again."""
+    root = cache_dir()
+    if root is None:
+        return
+    for node in (root, *root.parents):
+        if os.path.exists(node) and not node.is_dir():
+            what = "a file" if node == root else f"a path under the file '{node}'"
+            raise UserError(f"PRUNELORA_CACHE='{os.environ.get('PRUNELORA_CACHE')}' names {what}, not a folder for "
+                            "the model cache; point it at a folder (created if missing), or set PRUNELORA_CACHE=off")
+        if os.path.exists(node):
+            return

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from . import config as C
 from .checkpoints import read_config
-from .data.catalog import DATASETS, default_forget
+from .data.catalog import DATASETS, class_names, default_forget
+from .data.splits import class_index, parse_indices
 from .errors import UserError
 from .files import check_out_dir, same_path
-from .methods.variants import resolve_methods
+from .methods.catalog import METHODS
+from .methods.variants import base_method, resolve_methods, variant_config
 from .metrics.catalog import EVIDENCE
 from .models.presets import arch_of, get_spec
 
@@ -42,7 +44,78 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     t.weight_decay = t.weight_decay if t.weight_decay is not None else d.weight_decay
     cfg.lora.r = cfg.lora.r or spec.lora_r
     cfg.lora.alpha = cfg.lora.alpha if cfg.lora.alpha is not None else spec.lora_alpha
+    check_request(cfg)
+    check_pruning_amount(cfg)
+    check_data_memory(cfg)
     return cfg
+
+
+def check_request(cfg: C.ExperimentConfig) -> None:
+    """The deletion request against the data set's facts (its classes, its train size), before anything is loaded:
+    each forget class exists, no class is named twice (a name and its index included), one class at least is
+    retained, and a forget.indices file holds distinct indices of the train set. What is not known yet (an image
+    folder's size) is checked again once the data is loaded (`experiment.request_splits`)."""
+    forget, classes = cfg.forget, class_names(cfg.data)
+    if forget.kind == "classes" and classes is not None:
+        key = "forget.sequence" if forget.sequence is not None else "forget.classes"
+        named: dict[int, int | str] = {}
+        for item in [c for r in forget.sequence for c in r] if forget.sequence is not None else forget.classes:
+            index = class_index(item, classes)
+            if index in named:
+                raise UserError(f"{key} names class {classes[index]!r} twice ({named[index]!r} and {item!r}); "
+                                "name each class once")
+            named[index] = item
+        if len(named) >= len(classes):
+            raise UserError(f"{key} names all {len(classes)} classes, which leaves nothing to retain; forget fewer")
+    if forget.indices is not None:
+        sizes = DATASETS.get(cfg.data.name).sizes(cfg.data.test_fraction)
+        parse_indices(forget.indices, sizes[0] if sizes else None)
+
+
+def check_pruning_amount(cfg: C.ExperimentConfig) -> None:
+    """pruning.amount=0 prunes nothing: a method that prunes would silently be its unpruned twin. Whether an amount
+    prunes some but not all channels of every layer needs the layer widths (`experiment.check_model`)."""
+    for name in cfg.methods:
+        if "pruning" not in METHODS.get(base_method(cfg, name)).uses:
+            continue
+        amount = (variant_config(cfg, name) if name in cfg.variants else cfg).pruning.amount
+        if amount == 0:
+            key = f"variants.{name}.pruning.amount" if name in cfg.variants else "pruning.amount"
+            raise UserError(f"{key} is 0, which prunes nothing: method {name} needs an amount in (0, 1), e.g. 0.5 "
+                            "(without pruning, run finetune or lora)")
+
+
+# bytes per pixel while a data set loads: the uint8 images kept, plus the float32 copies made of them while they
+# are resized (the interpolation's output and its rounding, 2 x 4 bytes) or while the channel statistics are taken
+LOAD_BYTES_PER_PIXEL = 9
+
+
+def check_data_memory(cfg: C.ExperimentConfig, available: int | None = None) -> int | None:
+    """Refuse a data set that cannot be loaded into this machine's memory (`available` bytes; default: MemAvailable
+    of /proc/meminfo) at data.image_size; returns the estimate in bytes (None: the data set's size is not known)."""
+    spec = DATASETS.get(cfg.data.name)
+    sizes, side = spec.sizes(cfg.data.test_fraction), spec.image_size(cfg.data.image_size)
+    if sizes is None or spec.channels is None or side is None:
+        return None
+    need = sum(sizes) * spec.channels * side * side * LOAD_BYTES_PER_PIXEL
+    available = available if available is not None else memory_available()
+    if available is not None and need > available:
+        raise UserError(f"data set {cfg.data.name} at data.image_size={side} needs about {need / 1e9:.3g} GB of memory "
+                        f"to load ({sum(sizes)} images of {spec.channels}x{side}x{side}), more than the "
+                        f"{available / 1e9:.3g} GB available; lower data.image_size")
+    return need
+
+
+def memory_available() -> int | None:
+    """Bytes of memory this machine can still give a process (MemAvailable of /proc/meminfo); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def checkpoint_config(checkpoint: str | Path, overrides: list[str] = (), config_file: str | None = None

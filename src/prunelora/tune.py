@@ -29,6 +29,8 @@ from .registry import unknown_name_message
 from .resolve import check_out, resolve_config
 
 DEFAULT_TRIALS = 20  # the budget when neither --trials nor --seconds is given
+MAX_TRIALS = 100_000  # beyond this a study's storage and TPE's per-trial cost (which grows with the trials) dominate
+MAX_SECONDS = 30 * 24 * 3600.0  # a longer --seconds (inf included) is a typo, not a budget
 WORST = 100.0  # the objective of a trial whose training diverged: both objectives are at most 100 points
 METRICS = ("UA", "MIA", "RA", "TA", "forget_TA")  # per trial, mean over seeds; TA and forget_TA on validation
 STUDY = "prunelora-tune"
@@ -42,10 +44,11 @@ def check_tune(cfg: C.ExperimentConfig, method: str, out: str | Path, trials: in
     space = METHODS.get(method).config.space
     if not space:
         raise UserError(f"method '{method}' has nothing to tune (no search space); tune another method")
-    if trials is not None and trials < 1:
-        raise UserError(f"--trials is {trials}; it must be at least 1")
-    if seconds is not None and not seconds > 0:
-        raise UserError(f"--seconds is {seconds}; it must be a positive number of seconds")
+    if trials is not None and not 1 <= trials <= MAX_TRIALS:
+        raise UserError(f"--trials is {trials}; it must be at least 1 and at most {MAX_TRIALS}")
+    if seconds is not None and not 0 < seconds <= MAX_SECONDS:  # NaN fails both comparisons
+        raise UserError(f"--seconds is {seconds}; it must be a positive number of seconds, at most {MAX_SECONDS:.0f} "
+                        "(30 days)")
     if trials is None and seconds is None:
         trials = DEFAULT_TRIALS
     cfg = copy.deepcopy(cfg)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 from pathlib import Path
 
 from . import config as C
 from .checkpoints import read_config
 from .errors import UserError
-from .files import atomic_write, same_path, to_json
+from .files import atomic_write, check_outputs, same_path, sha256_file, to_json
+from .report.summary import md
 from .resolve import check_out, checkpoint_config
 
 RECEIPT_FILES = ("receipt.json", "receipt.md")
@@ -52,11 +54,27 @@ def read_request(path: str | Path) -> dict:
     return value
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_tensors(path: str | Path) -> str:
+    """SHA-256 over a safetensors file's tensors in name order (each one's name, dtype, shape and bytes), read from
+    the file without PyTorch; its metadata (the config saved with it) left out, so that one model saved twice with
+    other configs has one digest."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size))
+            for name in sorted(k for k in header if k != "__metadata__"):
+                entry = header[name]
+                start, end = (int(v) for v in entry["data_offsets"])
+                digest.update(json.dumps([name, str(entry["dtype"]), list(entry["shape"])]).encode())
+                f.seek(8 + size + start)
+                data = f.read(end - start)
+                if len(data) != end - start:
+                    raise ValueError("the file ends inside a tensor")
+                digest.update(data)
+    except (KeyError, TypeError, ValueError, struct.error) as err:
+        raise UserError(f"checkpoint '{path}' is not a readable safetensors file ({err}); pass a file written by "
+                        "prunelora") from None
     return digest.hexdigest()
 
 
@@ -71,15 +89,21 @@ def check_inputs(before, after, request, out, reference=None, overrides=(), conf
     """(resolved config, request, {role: (path, sha256)}) after every check that needs no PyTorch: the files are
     prunelora checkpoints of one architecture, before and after are two models, the request is well formed and
     `out` can be written without touching an input."""
+    check_outputs(out, RECEIPT_FILES)
     paths = {"before": before, "after": after, **({"reference": reference} if reference is not None else {})}
     saved = {role: read_config(path) for role, path in paths.items()}
     if same_path(before, after):
         raise UserError(f"--before and --after are the same file '{after}'; pass the model before the deletion and "
                         "the model after it")
     digests = {role: sha256_file(path) for role, path in paths.items()}
-    if digests["before"] == digests["after"]:
-        raise UserError(f"--before '{before}' and --after '{after}' hold the same model (SHA-256 "
-                        f"{digests['after'][:12]}...): nothing was unlearned; pass the model after the deletion")
+    tensors = {role: sha256_tensors(path) for role, path in paths.items()}
+    if tensors["before"] == tensors["after"]:
+        raise UserError(f"--before '{before}' and --after '{after}' hold the same model (SHA-256 of the tensors "
+                        f"{tensors['after'][:12]}...): nothing was unlearned; pass the model after the deletion")
+    if reference is not None and (same_path(reference, after) or tensors["reference"] == tensors["after"]):
+        raise UserError(f"--reference '{reference}' is the model being checked (--after '{after}', tensors' SHA-256 "
+                        f"{tensors['after'][:12]}...); the reference must be a model retrained without the forget "
+                        "samples")
     for role, path in paths.items():
         if role != "before" and _architecture(*saved[role]) != _architecture(*saved["before"]):
             raise UserError(f"--{role} '{path}' is another architecture than --before '{before}' "
@@ -91,7 +115,7 @@ def check_inputs(before, after, request, out, reference=None, overrides=(), conf
     cfg, _ = checkpoint_config(after, [*overrides, "forget.fraction=null", "forget.sequence=null", "forget.indices=null",
                                        *forget], config_file)
     check_out(cfg, out, {f"--{role}": path for role, path in {**paths, "request": request}.items()})
-    return cfg, req, {role: (str(paths[role]), digests[role]) for role in paths}
+    return cfg, req, {role: (str(paths[role]), digests[role], tensors[role]) for role in paths}
 
 
 def _architecture(config: dict, extra: dict) -> tuple:
@@ -118,13 +142,14 @@ def verify(before, after, request, out, reference=None, overrides=(), config_fil
 
     ctx = make_context(cfg, progress=False)
     data, splits = _splits(cfg, req, ctx)
-    models = {role: _model(path, data, ctx) for role, (path, _) in files.items()}
+    models = {role: _model(path, data, ctx) for role, (path, *_) in files.items()}
     outs = {role: outputs(model, data, ctx, cfg.eval.batch_size) for role, model in models.items()}
     checks, leaks, against = _checks(outs, data, splits, cfg.verify, cfg.seed)
     receipt = {
         "passed": all(c["passed"] for c in checks),
         "request": _request_record(req, data, splits),
-        "models": {role: {"path": path, "sha256": digest} for role, (path, digest) in files.items()},
+        "models": {role: {"path": path, "sha256": digest, "tensors_sha256": tensors}
+                   for role, (path, digest, tensors) in files.items()},
         "compared_with": against,
         "checks": checks,
         "leaks": leaks,
@@ -262,23 +287,23 @@ def _p_values(scores, nonmembers):
 def receipt_markdown(receipt: dict) -> str:
     """The receipt for people: verdict, request, files, checks and what still leaks."""
     req, env = receipt["request"], receipt["environment"]
-    what = f"forget class(es) {', '.join(req['classes'])}" if req.get("classes") else "forget samples"
+    what = f"forget class(es) {', '.join(map(md, req['classes']))}" if req.get("classes") else "forget samples"
     request = (f"Request: {what}, {req['forget_samples']} train samples; SHA-256 of their ids ({req['ids_encoding']}): "
                f"`{req['forget_ids_sha256']}`.")
     lines = [f"# Deletion receipt: {'PASS' if receipt['passed'] else 'FAIL'}", "", request, "",
              "| Model | File | SHA-256 |", "|---|---|---|"]
-    lines += [f"| {role} | `{m['path']}` | `{m['sha256']}` |" for role, m in receipt["models"].items()]
+    lines += [f"| {role} | {md(m['path'])} | `{m['sha256']}` |" for role, m in receipt["models"].items()]
     lines += ["", f"Compared with {receipt['compared_with']}.", "",
               "| Check | Before | After | Rule | Threshold | Result | What |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {c['name']} | {c['before']:.2f} | {c['after']:.2f} | {c['rule']} | {c['threshold']:.2f} | "
-              f"{'pass' if c['passed'] else 'FAIL'} | {c['what']}{'; ' + c['note'] if c.get('note') else ''} |"
+              f"{'pass' if c['passed'] else 'FAIL'} | {md(c['what'])}{'; ' + md(c['note']) if c.get('note') else ''} |"
               for c in receipt["checks"]]
     if receipt["leaks"]:
         lines += ["", ("Forget samples the after-model is surest of, against non-members (p = share of non-members "
                        "at least as sure; leaks = p <= verify.leak_p):"), "", "| Id | Class | phi | p | Leaks |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {x['id']} | {x['class']} | {x['phi']:.2f} | {x['p']:.4f} | {'yes' if x['leaks'] else 'no'} |"
+        lines += [f"| {x['id']} | {md(x['class'])} | {x['phi']:.2f} | {x['p']:.4f} | {'yes' if x['leaks'] else 'no'} |"
                   for x in receipt["leaks"]]
-    lines += ["", (f"The resolved config is in receipt.json. Device: {env['device']} ({env['device_name']}); "
+    lines += ["", (f"The resolved config is in receipt.json. Device: {md(env['device'])} ({md(env['device_name'])}); "
                    f"prunelora {env['versions']['prunelora']}, torch {env['versions']['torch']}; {env['date']}.")]
     return "\n".join(lines) + "\n"

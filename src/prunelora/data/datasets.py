@@ -42,6 +42,17 @@ class ImageData:
     # mean and std as (1, C, 1, 1) tensors per device, made once: a copy from host memory per batch would make
     # the host wait for the GPU, and is not allowed inside a CUDA graph
     _stats: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+    _digest: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def digest(self) -> str:
+        """SHA-256 of x_train, y_train, x_test, y_test (dtype, shape, bytes), made once per object: what the data
+        holds, for model-cache keys and resumed runs (an image replaced under the same file name changes it).
+        About 0.1 s for CIFAR-10's 180 MB on one core."""
+        if self._digest is None:
+            from ..checkpoints import tensors_digest
+
+            self._digest = tensors_digest({k: getattr(self, k) for k in ("x_train", "y_train", "x_test", "y_test")})
+        return self._digest
 
     @property
     def num_classes(self) -> int:

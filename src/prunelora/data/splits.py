@@ -1,4 +1,8 @@
-"""Forget / retain / test splits as index tensors, built from a forget request."""
+"""Forget / retain / test splits as index tensors, built from a forget request.
+
+Reading a request (class names, an index file) needs no PyTorch: `resolve.check_request` runs `class_index` and
+`parse_indices` before torch is imported; torch is imported by the functions that make tensors.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -23,20 +29,23 @@ class Splits:
     test_forget: torch.Tensor  # test samples of the forgotten classes
 
 
+def class_index(item: int | str, classes: list[str]) -> int:
+    """The index of a forget class given as an index, a number written as text, or a name."""
+    if isinstance(item, int) or (isinstance(item, str) and item.lstrip("-").isdigit() and item not in classes):
+        index = int(item)
+        if not 0 <= index < len(classes):
+            raise UserError(f"forget class {index} is out of range: this data set has classes 0..{len(classes) - 1}")
+        return index
+    if item in classes:
+        return classes.index(item)
+    raise UserError(f"forget class '{item}' is not a class of this data set; classes: {', '.join(classes)}")
+
+
 def resolve_classes(requested: list, classes: list[str]) -> list[int]:
     """Class indices from indices or names; out-of-range, unknown and 'all classes' are errors."""
     out = []
     for item in requested:
-        if isinstance(item, int) or (isinstance(item, str) and item.lstrip("-").isdigit() and item not in classes):
-            index = int(item)
-            if not 0 <= index < len(classes):
-                raise UserError(
-                    f"forget class {index} is out of range: this data set has classes 0..{len(classes) - 1}"
-                )
-        elif item in classes:
-            index = classes.index(item)
-        else:
-            raise UserError(f"forget class '{item}' is not a class of this data set; classes: {', '.join(classes)}")
+        index = class_index(item, classes)
         if index not in out:
             out.append(index)
     if len(out) >= len(classes):
@@ -48,6 +57,8 @@ def resolve_classes(requested: list, classes: list[str]) -> list[int]:
 
 def make_splits(y_train: torch.Tensor, y_test: torch.Tensor, forget_classes: list[int]) -> Splits:
     """Class-wise forgetting: every train sample of the forgotten classes is in the forget set."""
+    import torch
+
     fc = torch.tensor(forget_classes, dtype=y_train.dtype)
     in_train, in_test = torch.isin(y_train, fc), torch.isin(y_test, fc)
     return Splits(
@@ -62,6 +73,8 @@ def make_splits(y_train: torch.Tensor, y_test: torch.Tensor, forget_classes: lis
 def make_sample_splits(y_train: torch.Tensor, y_test: torch.Tensor, forget: torch.Tensor) -> Splits:
     """Sample-wise forgetting: the given train samples are forgotten, every class stays; TA covers the whole
     test set and there is no forgotten-class test set."""
+    import torch
+
     mask = torch.zeros(len(y_train), dtype=torch.bool)
     mask[forget] = True
     return Splits(
@@ -75,13 +88,23 @@ def make_sample_splits(y_train: torch.Tensor, y_test: torch.Tensor, forget: torc
 
 def random_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
     """round(fraction * n) distinct indices of range(n), drawn uniformly with `seed` (at least 1, at most n - 1)."""
+    import torch
+
     k = min(max(round(fraction * n), 1), n - 1)
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
 def read_indices(path: str | Path, n: int) -> torch.Tensor:
     """Train-set indices from a text file (integers separated by whitespace or commas), a JSON list, or a JSON
-    object {"indices": [...]} (the deletion-request file `prunelora verify` takes)."""
+    object {"indices": [...]} (the deletion-request file `prunelora verify` takes), as a sorted tensor."""
+    import torch
+
+    return torch.tensor(parse_indices(path, n), dtype=torch.long)
+
+
+def parse_indices(path: str | Path, n: int | None) -> list[int]:
+    """The sorted indices of a forget.indices file (see `read_indices`), each in range(n) (None: n not known yet),
+    none twice, and not all of them."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"forget.indices file '{path}' does not exist; pass a file of train-set indices")
@@ -94,18 +117,25 @@ def read_indices(path: str | Path, n: int) -> torch.Tensor:
         values = values["indices"]
     if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise UserError(f"forget.indices file '{path}' must hold at least one integer index")
-    bad = [v for v in values if not 0 <= v < n]
+    bad = [v for v in values if v < 0 or (n is not None and v >= n)]
     if bad:
-        raise UserError(f"forget.indices: index {bad[0]} is out of range; the train set has indices 0..{n - 1}")
+        where = f"the train set has indices 0..{n - 1}" if n is not None else "indices start at 0"
+        raise UserError(f"forget.indices: index {bad[0]} is out of range; {where}")
     unique = sorted(set(values))
-    if len(unique) >= n:
+    if len(unique) < len(values):
+        seen: set[int] = set()
+        twice = next(v for v in values if v in seen or seen.add(v))
+        raise UserError(f"forget.indices file '{path}' lists index {twice} twice; list each sample once")
+    if n is not None and len(unique) >= n:
         raise UserError(f"forget.indices names all {n} train samples, which leaves nothing to retain")
-    return torch.tensor(unique, dtype=torch.long)
+    return unique
 
 
 def validation_index(y_train: torch.Tensor, eligible: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     """A stratified, seeded validation split of the train set: from each class, round(fraction * n) of its
     `eligible` samples (at least one, and never all of them), drawn with `seed`. Sorted train-set indices."""
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     y = y_train.cpu()
     chosen = []

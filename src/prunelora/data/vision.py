@@ -171,18 +171,81 @@ def load_svhn(config) -> ImageData:
 
 
 def _open(path: Path):
-    """The decoded image (PIL), or a UserError naming the file."""
+    """The decoded image (PIL), or a UserError naming the file: unreadable, truncated, or past PIL's
+    decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`; PIL warns above it and refuses above twice it)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img.load()
             return img
-    except (UnidentifiedImageError, OSError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise UserError(f"image '{path}' is too large to decode safely ({err}); shrink it or remove it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         raise UserError(f"cannot read image '{path}' ({err}); remove or replace it") from None
 
 
-GREY_MODES = ("L", "1", "I;16", "I")
+# modes of one intensity channel: a folder whose images are all of these modes stays grey (one channel)
+GREY_MODES = ("L", "1", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# converted by PIL: palette colours, CMYK, YCbCr, LAB and HSV to RGB; alpha (RGBA, LA, PA, a palette's transparency)
+# is dropped, the colour channels kept as stored (what convert("RGB") always did here)
+RGB_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "LA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _scaled(values: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Integers of the range [low, high] mapped linearly onto 0..255, rounded (16-bit: 32768 -> 128)."""
+    span = high - low
+    return ((values.astype(np.int64) - low) * 255 + span // 2) // span
+
+
+def _int_range(img, path: Path) -> tuple[np.ndarray, int, int]:
+    """(values, low, high) of a 32-bit integer image ("I"): the range of the type the file stores, never the
+    image's own maximum (a dark image must stay dark)."""
+    values = np.asarray(img)
+    if img.format == "PNG":  # PNG stores at most 16 bits per sample (older PIL opens them as "I")
+        return values, 0, 2**16 - 1
+    tags = getattr(img, "tag_v2", None)
+    if img.format == "TIFF" and tags is not None:
+        bits = tags.get(258, (32,))
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        fmt = tags.get(339, 1)
+        signed = (fmt[0] if isinstance(fmt, tuple) else fmt) == 2
+        if bits in (8, 16, 32):
+            if signed:
+                return values, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+            return (values.view(np.uint32) if bits == 32 else values), 0, 2**bits - 1
+    raise UserError(f"image '{path}' is a 32-bit integer image (mode I) of unknown value range; save it as 8- or "
+                    "16-bit PNG")
+
+
+def _as_8bit(img, path: Path):
+    """The image as 8-bit PIL "L" (grey modes) or "RGB": 16- and 32-bit integers scaled from their type's range,
+    floats ("F") read as 0..1, every other mode through PIL's conversion to RGB; a mode it cannot map is refused."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")  # 0 / 255
+    if mode in UINT16_MODES:
+        return Image.fromarray(_scaled(np.asarray(img), 0, 2**16 - 1).astype(np.uint8), "L")
+    if mode == "I":
+        return Image.fromarray(_scaled(*_int_range(img, path)).astype(np.uint8), "L")
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise UserError(f"image '{path}' is a float image (mode F) with values outside 0..1 (from "
+                            f"{np.nanmin(values):g} to {np.nanmax(values):g}); scale it to 0..1 or save it as 8-bit")
+        return Image.fromarray(np.rint(values * 255).astype(np.uint8), "L")
+    if mode in RGB_MODES:
+        try:
+            return img.convert("RGB")
+        except ValueError:  # a PIL without this conversion (LAB, HSV in old versions)
+            pass
+    raise UserError(f"image '{path}' has mode {mode}, which prunelora cannot read as RGB or grey; save it as RGB or "
+                    "grey (L) PNG")
 
 
 def _read_folder(folder: Path, classes: list[str], size: int):
@@ -194,6 +257,7 @@ def _read_folder(folder: Path, classes: list[str], size: int):
         for path in sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             img = _open(path)
             grey &= img.mode in GREY_MODES
+            img = _as_8bit(img, path)
             images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8))
             labels.append(label)
     if not images:
@@ -211,7 +275,8 @@ def _classes(folder: Path) -> list[str]:
 
 def load_imagefolder(config) -> ImageData:
     """Your own images: data.root/train/<class>/*.png|jpg and data.root/test/<class>/..., or data.root/<class>/...
-    split by `data.test_fraction` (stratified, `data.split_seed`). Class names come from the folder names."""
+    split by `data.test_fraction` (stratified, `data.split_seed`). Class names come from the folder names. Every
+    image is read to 0..255 (`_as_8bit`: 16-bit by 65535, float as 0..1, alpha dropped); all grey: one channel."""
     root = _root(config, "imagefolder")
     if not root.is_dir():
         raise UserError(f"image folder '{root}' does not exist; set data.root to a folder of class sub-folders")

@@ -14,7 +14,7 @@ def retrain(model, task: UnlearnTask, ctx) -> Unlearned:
     data, cfg = task.data, task.config
     fresh = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
     recipe = task.train_recipe()
-    key, described = cache.model_key("retrain", cfg, ctx.seed, data.source_rows(task.splits.retain), ctx)
+    key, described = cache.model_key("retrain", cfg, ctx.seed, data.source_rows(task.splits.retain), ctx, data)
     if cfg.cache and (record := cache.load("retrain", key, fresh)) is not None:
         return Unlearned(fresh.eval(), recipe.epochs, record)  # with the time and memory it took when trained
     start = time.perf_counter()

@@ -44,8 +44,9 @@ def ensemble(own: Outputs, inputs: EvidenceInput) -> tuple[list[Outputs], list[O
     if retrained_key not in _RETRAINED:
         _RETRAINED.clear()  # one request's models are all a run needs
         _RETRAINED[retrained_key] = [_outputs(shadow_model(inputs, k), inputs) for k in range(n)]
-    unlearned_key = json.dumps([to_dict(inputs.experiment), inputs.splits.forget.tolist(), inputs.method],
-                               sort_keys=True)
+    described = to_dict(inputs.experiment)
+    described["eval"].pop("quality_phi", None)  # how phi is read off the logits changes no model
+    unlearned_key = json.dumps([described, inputs.splits.forget.tolist(), inputs.method], sort_keys=True)
     if unlearned_key not in _UNLEARNED:
         _UNLEARNED.clear()
         _UNLEARNED[unlearned_key] = [own] + [_outputs(unlearned_model(inputs, k), inputs) for k in range(1, n)]

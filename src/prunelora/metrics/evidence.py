@@ -185,7 +185,7 @@ def shadow_model(inputs: EvidenceInput, k: int) -> nn.Module:
     seed_everything(seed)
     ctx = dataclasses.replace(inputs.ctx, seed=seed, meter=CostMeter(inputs.ctx.device))
     model = ctx.prepare_model(create_model(cfg.model, data.num_classes, data.in_chans, data.image_size))
-    key, described = cache.model_key("shadow", cfg, seed, data.source_rows(splits.retain), ctx)
+    key, described = cache.model_key("shadow", cfg, seed, data.source_rows(splits.retain), ctx, data)
     if not (cfg.cache and cache.load("shadow", key, model) is not None):
         fit(model, data, splits.retain, recipe_from(cfg.train), ctx, desc=f"shadow retrain {k + 1}")
         if cfg.cache:

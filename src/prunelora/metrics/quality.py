@@ -17,6 +17,12 @@ in a bucket of width 0.5 worth 1, 1/2, 1/4, ... points; F is the mean over forge
 from retraining, 0 = every sample gives itself away. The final score is F x (RA / RA of retrain) x (TA / TA of
 retrain), accuracies averaged over the N models of each side.
 
+phi is exact by default (`attack.logit_confidence`, from the logits). `eval.quality_phi=challenge` computes it as the
+challenge's code does (`compute_logit_scaled_confidence` in its metric.py): log(p_y + 1e-45) - log(sum_{i != y} p_i +
+1e-45) from a softmax exponentiated in the logits' own precision, which bounds phi to +-ln(1e45) = +-103.6 and bends it
+near there: for comparing F with the challenge's leaderboard. KLOM always uses the exact margin, as its reference
+does. docs/metrics.md lists every departure from the references.
+
 Pure numpy: the models behind the confidences are trained in `ensembles.py`.
 """
 
@@ -37,6 +43,39 @@ BUCKET = 0.5  # width of an epsilon bucket
 KLOM_BINS = 20  # histogram bins of KLOM over the pooled range of a sample's margins
 KLOM_CLIP = 100.0  # margins clipped to [-100, 100] before binning
 KLOM_FLOOR = 1e-5  # probability given to an empty retrained bin where the unlearned histogram has mass
+PHI_FORMS = ("exact", "challenge")  # eval.quality_phi: how phi is read off the logits
+CHALLENGE_FLOOR = 1e-45  # what the challenge's code adds to both probabilities before taking their logs
+
+
+# ---------------------------------------------------------------- phi
+
+
+def phi(logits: np.ndarray, labels: np.ndarray, form: str = "exact") -> np.ndarray:
+    """Per-sample phi of logits (N, C): exact (z_y - logsumexp_{i != y} z_i, unbounded) or as the challenge computes
+    it (`challenge_phi`)."""
+    from .attack import logit_confidence
+
+    if form == "exact":
+        return logit_confidence(logits, labels)
+    if form == "challenge":
+        return challenge_phi(logits, labels)
+    raise ValueError(f"phi form {form!r} is not one of {PHI_FORMS}")
+
+
+def challenge_phi(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """phi as the challenge's scoring code has it: the logits shifted by their row maximum and exponentiated in their
+    own dtype (float32 for a network's outputs: exp underflows to subnormals past a gap of 87 and to 0 past 104), then
+    normalised in float64; log(p_y + 1e-45) - log(sum_{i != y} p_i + 1e-45), which never leaves +-ln(1e45) =
+    +-103.6. It is the exact phi to 1e-12 from float64 logits while |phi| < 75 (the floor shifts a log by about
+    1e-45 / p) and to float32 rounding (1e-7) from float32 ones while |phi| < 87; past that it bends toward the
+    bound. `logits` is left as it is (the reference shifts its input in place)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted).astype(np.float64)
+    p /= p.sum(axis=1, keepdims=True)
+    rows = np.arange(len(labels))
+    right = p[rows, labels]
+    p[rows, labels] = 0.0  # the sum over the wrong classes adds them as the reference does, not 1 - p_y
+    return np.log(right + CHALLENGE_FLOOR) - np.log(p.sum(axis=1) + CHALLENGE_FLOOR)
 
 
 # ---------------------------------------------------------------- the decision rules: which (FP, FN) counts occur
@@ -214,7 +253,7 @@ def forgetting_quality_metric(model, outs, inputs) -> dict:
     """The challenge's scores of the method that made `model` (`inputs.method`), from eval.quality_models unlearned
     and retrained models (`ensembles.py`); `quality_time_s` is the seconds it took, training included."""
     start = time.perf_counter()
-    unlearned, retrained, labels = _phis(outs, inputs)
+    unlearned, retrained, labels = _phis(outs, inputs, form=inputs.config.quality_phi)
     n = len(unlearned)
     eps = epsilons(unlearned, retrained)
     points = bucket_points(eps, n)
@@ -242,17 +281,17 @@ def klom_metric(model, outs, inputs) -> dict:
             "KLOM_test": float(klom(test_u, test_r).mean()), "klom_time_s": time.perf_counter() - start}
 
 
-def _phis(outs, inputs, test: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unlearned, retrained) phi, each (models, samples), on the forget set (or the whole test set), and the labels."""
-    from .attack import logit_confidence
+def _phis(outs, inputs, test: bool = False, form: str = "exact") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unlearned, retrained) phi of `form` (see `phi`), each (models, samples), on the forget set (or the whole test
+    set), and the labels."""
     from .ensembles import ensemble
 
     unlearned, retrained = ensemble(outs, inputs)
     part = 1 if test else 0
     rows = slice(None) if test else inputs.splits.forget.numpy()
     labels = (inputs.data.y_test if test else inputs.data.y_train).cpu().numpy()[rows]
-    phi = lambda side: np.stack([logit_confidence(o[part][rows], labels) for o in side])
-    return phi(unlearned), phi(retrained), labels
+    of = lambda side: np.stack([phi(o[part][rows], labels, form) for o in side])
+    return of(unlearned), of(retrained), labels
 
 
 def _utility_ratio(outs, inputs) -> float:

@@ -1,31 +1,34 @@
 """Merging runs: several `prunelora run` directories of the same request (e.g. seeds run on different machines)
-read into one results dict, with a note when their times come from different set-ups."""
+read into one results dict, with a note when their times come from different set-ups. Every file is read and
+checked (the shape prunelora run writes, every number a table reads) before any is merged, and without PyTorch."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ..environment import setup_of
 from ..errors import UserError
+from .summary import TABLE_KEYS
+from .tables import EVIDENCE_KEYS, MAIN_KEYS, MIA_KEYS, QUALITY_KEYS
 
 # what must match for runs to be merged: the same data, model, original recipe and request
 SAME = ("data", "model", "train", "forget")
+# what every finished run holds (a number, or null for an undefined one), and every metric and info entry a table
+# or plot reads: a number or null where present
+REQUIRED = ("UA", "MIA", "RA", "TA")
+METRICS = tuple(dict.fromkeys((*TABLE_KEYS, *MAIN_KEYS, *MIA_KEYS, *EVIDENCE_KEYS, *QUALITY_KEYS, "quality_F_low",
+                               "quality_F_high", "quality_models", "quality_max_epsilon", "quality_ceiling",
+                               "cumulative_time_s")))
+INFO = ("trainable_params", "pruned_rows", "pruned_rows_still_zero", "forget_head_rows_pruned", "params_after",
+        "params_before", "optimizer_state_mb")
+FIX = "pass a results.json written by prunelora run"
 
 
 def load_runs(dirs: list[str | Path]) -> dict:
     """One results dict from several run directories (runs concatenated; config and environment of the first)."""
     merged = None
     seen = {}
-    for d in dirs:
-        path = Path(d) / "results.json"
-        if not path.is_file():
-            raise UserError(f"'{d}' holds no results.json; pass directories written by prunelora run")
-        try:
-            results = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"'{path}' is not valid JSON; was the run interrupted while writing it?") from None
-        check_results(results, path)
+    for d, results in [(d, _read(d)) for d in dirs]:  # every file checked before any is merged
         if merged is None:
             merged = {**results, "runs": [], "sources": []}
         for key in SAME:
@@ -42,13 +45,28 @@ def load_runs(dirs: list[str | Path]) -> dict:
     return merged
 
 
+def _read(d: str | Path) -> dict:
+    path = Path(d) / "results.json"
+    if not path.is_file():
+        raise UserError(f"'{d}' holds no results.json; pass directories written by prunelora run")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"'{path}' is not valid JSON; was the run interrupted while writing it?") from None
+    check_results(results, path)
+    return results
+
+
 def check_results(results, path: Path) -> None:
     """A UserError unless `results` has the shape prunelora run writes: a config, and runs that each name their
-    method and seed and hold their metrics (or an error)."""
-    fix = "pass a results.json written by prunelora run"
-    if not isinstance(results, dict) or not isinstance(results.get("config"), dict) \
-            or not isinstance(results.get("runs"), list):
+    method and seed and hold their metrics (or an error), every value a table reads of its type."""
+    fix = FIX
+    if not isinstance(results, dict) or "config" not in results or "runs" not in results:
         raise UserError(f"'{path}' is not a prunelora results file (it needs 'config' and 'runs'); {fix}")
+    for key, kind in (("config", dict), ("runs", list)):
+        if not isinstance(results[key], kind):
+            raise UserError(f"'{path}': '{key}' is a {type(results[key]).__name__}, not a "
+                            f"{'mapping' if kind is dict else 'list'}; {fix}")
     for key in SAME:
         if not isinstance(results["config"].get(key), dict):
             raise UserError(f"'{path}' has no '{key}' settings in its config; {fix}")
@@ -60,19 +78,66 @@ def check_results(results, path: Path) -> None:
             and isinstance(r.get("info", {}), dict)
         if not ok:
             raise UserError(f"'{path}': run {i} lacks its method, seed or metrics; {fix}")
+        _check_run(r, f"runs[{i}]", path)
+
+
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _wrong(path: Path, key: str, value) -> UserError:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return UserError(f"'{path}': {key} is {shown}, not a number (or null); {FIX}")
+
+
+def _check_run(r: dict, at: str, path: Path) -> None:
+    """The values of one run that the tables and plots read: numbers or null, the leak and history lists."""
+    if "error" in r:  # a failed run: listed apart with its error, no metrics read
+        if not isinstance(r["error"], str):
+            raise UserError(f"'{path}': {at}.error is not text; {FIX}")
+        return
+    m, info = r["metrics"], r.get("info", {})
+    for key in REQUIRED:
+        if key not in m:
+            raise UserError(f"'{path}': {at}.metrics has no '{key}' (every finished run has {', '.join(REQUIRED)}); {FIX}")
+    for where, values, keys in (("metrics", m, METRICS), ("info", info, INFO)):
+        for key in keys:
+            if key in values and not _number(values[key]):
+                raise _wrong(path, f"{at}.{where}.{key}", values[key])
+    if r.get("step") is not None and not (isinstance(r["step"], int) and not isinstance(r["step"], bool)):
+        raise UserError(f"'{path}': {at}.step is not an integer; {FIX}")
+    _check_list(m.get("quality_leaks"), f"{at}.metrics.quality_leaks", ("id", "epsilon"), path)
+    _check_list(info.get("history"), f"{at}.info.history", ("epoch", "forget_acc", "retain_acc"), path, "forget_acc")
+
+
+def _check_list(items, at: str, keys: tuple[str, ...], path: Path, when: str | None = None) -> None:
+    """None, or a list of records whose `keys` are numbers (only the records holding `when`, if given: a history
+    entry without forget_acc is not plotted)."""
+    if items is None:
+        return
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise UserError(f"'{path}': {at} is not a list of records; {FIX}")
+    for j, x in enumerate(items):
+        if when is None or when in x:
+            for key in keys:
+                if x.get(key) is None or not _number(x[key]):
+                    raise _wrong(path, f"{at}[{j}].{key}", x.get(key))
 
 
 def _setup(env: dict) -> str:
     """Where a run's times and memory come from: device, its name, threads and processes."""
+    from ..environment import setup_of  # imports PyTorch: only once every file is checked
+
     s = setup_of(env)
     return f"{s['device']} ({s['device_name']}), {s['threads']} threads, {s['processes']} process(es)"
 
 
-def setups_note(results: dict) -> str | None:
-    """A warning when merged runs were timed on different set-ups (their quality metrics still merge)."""
+def setups_note(results: dict, text=str) -> str | None:
+    """A warning when merged runs were timed on different set-ups (their quality metrics still merge); `text`
+    renders each set-up and directory (`summary.md` for markdown)."""
     setups = results.get("setups", {})
     if len(setups) < 2:
         return None
-    listed = "; ".join(f"{setup}: {', '.join(dirs)}" for setup, dirs in setups.items())
+    listed = "; ".join(f"{text(setup)}: {', '.join(map(text, dirs))}" for setup, dirs in setups.items())
     return (f"The runs come from {len(setups)} different set-ups ({listed}). Time and memory columns mix them; "
             "compare those only within one set-up.")

@@ -12,6 +12,11 @@ import matplotlib.pyplot as plt
 BAR_KEYS = ("UA", "MIA", "RA", "TA", "relearn_TA", "attack")
 
 
+def _label(name: str) -> str:
+    """A method name as literal text: matplotlib reads text between two '$' as TeX math (and fails on bad TeX)."""
+    return str(name).replace("$", r"\$")
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -37,7 +42,7 @@ def bars_png(results: dict, rows: list[dict]) -> bytes | None:
             ax.axvline(retrain[key]["mean"], color="tab:green", linestyle="--", linewidth=1)
         ax.set_title(key)
         ax.set_xlim(0, 100)  # every bar metric is a percentage
-    axes[0].set_yticks(range(len(rows)), names)
+    axes[0].set_yticks(range(len(rows)), [_label(n) for n in names])
     axes[0].invert_yaxis()
     fig.suptitle("mean ± std over seeds; dashed: retrain", fontsize=9, y=1.04)
     return _png(fig)
@@ -59,7 +64,7 @@ def curves_png(results: dict, rows: list[dict]) -> bytes | None:
         for ax, col in ((left, 1), (right, 2)):
             mean = [sum(p[col] for run in runs for p in run if p[0] == e) / sum(1 for run in runs for p in run if p[0] == e)
                     for e in epochs]
-            ax.plot(epochs, mean, marker="o", markersize=3, label=method)
+            ax.plot(epochs, mean, marker="o", markersize=3, label=_label(method))
     for ax in (left, right):
         ax.xaxis.get_major_locator().set_params(integer=True)
     left.set(title="forget-set accuracy (%)", xlabel="epoch", ylim=(-2, 102))

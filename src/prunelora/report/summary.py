@@ -7,9 +7,29 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 
 TABLE_KEYS = ("UA", "MIA", "RA", "TA", "probe", "relearn_TA", "attack", "JS_forget", "quality_F", "quality_score",
               "KLOM_forget", "time_s", "peak_memory_mb")
+
+
+# what markdown (GitHub's included: tables, strikethrough, math) reads as syntax in running text and table cells;
+# an underscore only at a word's edge (inside a word, as in grad_ascent, it never emphasises and stays as it is)
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*|\[\]<>~&$]|(?<![^\W_])_|_(?![^\W_])")
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def md(value) -> str:
+    """`value` (a class, method or file name: any text from the user or the data) as literal text on one markdown
+    line or in a table cell: its syntax characters escaped with a backslash, line breaks as spaces."""
+    text = " ".join(str(value).splitlines())
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+def tex(value) -> str:
+    """`value` as literal text in LaTeX (its ten special characters escaped), on one line."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in " ".join(str(value).splitlines()))
 
 
 def mean_std(values: list) -> tuple[float, float] | None:
@@ -52,7 +72,7 @@ def to_markdown(rows: list[dict]) -> str:
     lines = ["| Method | Seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for r in rows:
         cells = [cell(r.get(k)) for k in keys]
-        lines.append(f"| {r['method']} | {r['seeds']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(r['method'])} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nEach cell: mean ± sample std over seeds [difference of the mean to retrain's].\n"
 
 
@@ -80,8 +100,8 @@ def to_csv(rows: list[dict]) -> str:
 
 def to_latex(rows: list[dict]) -> str:
     keys = _keys(rows)
-    head = " & ".join(["Method", "Seeds"] + [k.replace("_", r"\_") for k in keys]) + r" \\"
-    body = [" & ".join([r["method"].replace("_", r"\_"), str(r["seeds"])] + [cell(r.get(k), r"$\pm$") for k in keys]) + r" \\"
+    head = " & ".join(["Method", "Seeds"] + [tex(k) for k in keys]) + r" \\"
+    body = [" & ".join([tex(r["method"]), str(r["seeds"])] + [cell(r.get(k), r"$\pm$") for k in keys]) + r" \\"
             for r in rows]
     return "\n".join([r"\begin{tabular}{l" + "r" * (len(keys) + 1) + "}", r"\toprule", head, r"\midrule", *body,
                       r"\bottomrule", r"\end{tabular}"]) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .summary import cell, summary_rows
+from .summary import cell, md, summary_rows
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -33,7 +33,7 @@ def failures(results: dict) -> str:
     failed = [r for r in results["runs"] if "error" in r]
     if not failed:
         return ""
-    lines = [f"- {r['method']} (seed {r['seed']}): {r['error']}" for r in failed]
+    lines = [f"- {md(r['method'])} (seed {r['seed']}): {md(r['error'])}" for r in failed]
     return "## Failed\n\n" + "\n".join(lines)
 
 
@@ -47,7 +47,7 @@ def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) ->
     rows = []
     for row in summary_rows(results, keys):
         runs = row["seeds"]
-        label = row["method"] if runs == n_seeds else f"{row['method']} ({runs} of {n_seeds} seeds)"
+        label = md(row["method"]) if runs == n_seeds else f"{md(row['method'])} ({runs} of {n_seeds} seeds)"
         rows.append([label] + [cell(row.get(k), with_gap=False) for k in keys])
     return _table(header, rows)
 
@@ -61,7 +61,7 @@ def main_table(results: dict) -> str:
     if len(seeds_of(results)) > 1:
         return _aggregate_table(results, keys, header)
     digits = {"time_s": 1, "peak_memory_mb": 1, "cumulative_time_s": 1}
-    rows = [[r["method"]] + [_fmt(r["metrics"].get(k), digits.get(k, 2)) for k in keys] for r in results["runs"]]
+    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(k), digits.get(k, 2)) for k in keys] for r in results["runs"]]
     return _table(header, rows)
 
 
@@ -80,7 +80,7 @@ def mia_table(results: dict) -> str:
     """MIA-Efficacy of every attack variant (%); a variant a run did not record (older runs) shows '-'."""
     if len(seeds_of(results)) > 1:
         return _aggregate_table(results, MIA_KEYS, MIA_HEADER)
-    rows = [[r["method"]] + [_fmt(r["metrics"].get(k)) for k in MIA_KEYS] for r in results["runs"]]
+    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(k)) for k in MIA_KEYS] for r in results["runs"]]
     return _table(MIA_HEADER, rows)
 
 
@@ -97,7 +97,7 @@ def evidence_table(results: dict) -> str:
     if len(seeds_of(results)) > 1:
         return _aggregate_table(results, tuple(present), header)
     digits = {"probe": 2, "relearn_TA": 2, "attack": 2}
-    rows = [[r["method"]] + [_fmt(r["metrics"].get(k), digits.get(k, 4)) for k in present] for r in results["runs"]]
+    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(k), digits.get(k, 4)) for k in present] for r in results["runs"]]
     return _table(header, rows)
 
 
@@ -148,7 +148,7 @@ def quality_table(results: dict) -> str:
         cells = {k: _fmt(m.get(k), 1 if k in ("quality_time_s", "quality_leaking") else 3) for k in present}
         if "quality_F" in present and m.get("quality_F") is not None:
             cells["quality_F"] = f"{m['quality_F']:.3f} [{m['quality_F_low']:.3f}, {m['quality_F_high']:.3f}]"
-        rows.append([r["method"]] + [cells[k] for k in present])
+        rows.append([md(r["method"])] + [cells[k] for k in present])
     return _table(header, rows)
 
 
@@ -158,8 +158,8 @@ def leaks_text(results: dict) -> str:
     for r in results["runs"]:
         leaks = r["metrics"].get("quality_leaks")
         if leaks:
-            listed = ", ".join(f"{x['id']} ({x['class']}, {x['epsilon']:.2f})" for x in leaks)
-            lines.append(f"- {r['method']} (seed {r['seed']}): {listed}")
+            listed = ", ".join(f"{x['id']} ({md(x['class'])}, {x['epsilon']:.2f})" for x in leaks)
+            lines.append(f"- {md(r['method'])} (seed {r['seed']}): {listed}")
     if not lines:
         return ""
     return ("### Samples that still leak\n\nThe forget samples with the highest epsilon (ties: the largest gap between "
@@ -196,7 +196,7 @@ def pruning_table(results: dict) -> str:
         still = f"{i['pruned_rows_still_zero']} ({100.0 * i['pruned_rows_still_zero'] / pruned:.0f}%)" if pruned else "-"
         head = i.get("forget_head_rows_pruned")
         removed = f"{i['params_after']:,} of {i['params_before']:,}" if "params_after" in i else "-"
-        rows.append([r["method"], str(r["seed"]), f"{i['trainable_params']:,}", _fmt(i.get("optimizer_state_mb")),
+        rows.append([md(r["method"]), str(r["seed"]), f"{i['trainable_params']:,}", _fmt(i.get("optimizer_state_mb")),
                      str(pruned or "-"), still, "-" if head is None else str(head), removed])
     return _table(header, rows)
 
@@ -216,7 +216,7 @@ def markdown_report(results: dict) -> str:
     parts = []
     for step in steps:
         runs = [r for r in results["runs"] if r.get("step") == step]
-        names = ", ".join(results["data"]["classes"][c] for c in runs[0]["request"])
+        names = ", ".join(md(results["data"]["classes"][c]) for c in runs[0]["request"])
         data = {**results["data"], "sizes": runs[0].get("sizes", results["data"]["sizes"])}
         body = _report({**results, "data": data, "runs": runs}).split("\n\n", 1)[1]
         parts.append(f"## Request {step} of {len(steps)}: forget {names}\n\n" + body.replace("\n## ", "\n### "))
@@ -230,7 +230,7 @@ def _processes(env: dict) -> str:
 
 
 def _cached_text(results: dict) -> str:
-    cached = [f"{r['method']} (seed {r['seed']})" for r in results["runs"] if r.get("info", {}).get("cached")]
+    cached = [f"{md(r['method'])} (seed {r['seed']})" for r in results["runs"] if r.get("info", {}).get("cached")]
     if not cached:
         return ""
     return (f"Loaded from the model cache: {', '.join(cached)}; their times and memory are those recorded when they "
@@ -243,15 +243,15 @@ def _report(results: dict) -> str:
     cfg, env = results["config"], results["environment"]
     sizes = results["data"]["sizes"]
     if results["data"]["forget_classes"]:
-        forget = "forget class(es) " + ", ".join(results["data"]["classes"][c] for c in results["data"]["forget_classes"])
+        forget = "forget class(es) " + ", ".join(md(results["data"]["classes"][c]) for c in results["data"]["forget_classes"])
     else:
         forget = f"forget {sizes['forget']} samples across classes"
     return "\n\n".join([
-        f"# prunelora: {cfg['data']['name']}, {cfg['model']['name']}, {forget}, {_seed_text(results)}",
+        f"# prunelora: {md(cfg['data']['name'])}, {md(cfg['model']['name'])}, {forget}, {_seed_text(results)}",
         (f"Forget {sizes['forget']} / retain {sizes['retain']} train samples; test {sizes['test_retain']} (remaining "
-        f"classes) + {sizes['test_forget']} (forgotten). Unlearning: {cfg['unlearn']['optimizer']} lr {cfg['unlearn']['lr']}, "
-        f"{cfg['unlearn']['epochs']} epochs, BatchNorm: {cfg['unlearn']['bn']}. Pruning {cfg['pruning']['amount']:.0%} "
-        f"({cfg['pruning']['targets']}), LoRA r={cfg['lora']['r']} alpha={cfg['lora']['alpha']} ({cfg['lora']['targets']})."),
+        f"classes) + {sizes['test_forget']} (forgotten). Unlearning: {md(cfg['unlearn']['optimizer'])} lr {cfg['unlearn']['lr']}, "
+        f"{cfg['unlearn']['epochs']} epochs, BatchNorm: {md(cfg['unlearn']['bn'])}. Pruning {cfg['pruning']['amount']:.0%} "
+        f"({md(cfg['pruning']['targets'])}), LoRA r={cfg['lora']['r']} alpha={cfg['lora']['alpha']} ({md(cfg['lora']['targets'])})."),
         ("All figures in %. UA = 100 - accuracy on the forget set; MIA = MIA-Efficacy (confidence, RBF SVC); "
         "RA on the retain set; TA on the test samples of the remaining classes (sample-wise requests: all of them); "
         "Forget TA on those of the forgotten classes. Time = the whole step (original: training); Avg gap = mean |difference to retrain| over UA, MIA, RA, TA."),
@@ -264,8 +264,8 @@ def _report(results: dict) -> str:
         "## MIA-Efficacy by attack feature\n\n" + MIA_TEXT + "\n\n" + mia_table(results),
         ("## Pruning and adapters\n\nMerging a LoRA update (dense B @ A) or fine-tuning all weights writes into pruned "
         "rows, so the final model is dense again unless a row stays zero.\n\n" + pruning_table(results)),
-        (f"Device: {env['device']} ({env['device_name']}), {env['threads']} threads"
-        f"{_processes(env)}; memory: {env['memory_measure']}. "
+        (f"Device: {md(env['device'])} ({md(env['device_name'])}), {env['threads']} threads"
+        f"{_processes(env)}; memory: {md(env['memory_measure'])}. "
         f"torch {env['versions']['torch']}, peft {env['versions']['peft']}, prunelora {env['versions']['prunelora']}; "
         f"{env['date']}."),
     ]) + "\n"

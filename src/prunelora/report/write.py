@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import config as C
 from ..files import atomic_write, finite, to_json
 from .merge import setups_note
-from .summary import summary_rows, to_csv, to_latex, to_markdown
+from .summary import md, summary_rows, to_csv, to_latex, to_markdown
 from .tables import markdown_report
 
 # what a run writes in its --out (besides the folders progress/ and models/); `run --force` removes these and no other
@@ -44,7 +44,7 @@ def render_report(results: dict, formats: tuple[str, ...] = ("md", "csv", "tex")
     rows = summary_rows(results)
     writers = {"md": to_markdown, "csv": to_csv, "tex": to_latex}
     files = {}
-    note = setups_note(results)
+    note = setups_note(results, md)
     for fmt in formats:
         text = writers[fmt](rows)
         if fmt == "md" and note:
