@@ -16,11 +16,11 @@ import copy
 import time
 
 from prunelora.config import load_config
-from prunelora.engine import recalibrate_bn
-from prunelora.experiment import make_context, prepare, resolve_config, train_original
+from prunelora.engine.loop import recalibrate_bn
 from prunelora.methods import UnlearnTask, method_task
 from prunelora.metrics.evaluate import outputs, quality
-from prunelora.runner import run
+from prunelora.workflows.experiment import make_context, prepare, resolve_config, train_original
+from prunelora.workflows.run import run
 
 
 def after_pruning(cfg, data, splits, ctx) -> dict:

@@ -29,14 +29,14 @@ import torch
 
 from prunelora.config import load_config
 from prunelora.data import ImageData, make_splits
-from prunelora.engine import fit, recipe_from
-from prunelora.environment import environment
-from prunelora.experiment import make_context, resolve_config
-from prunelora.files import atomic_write
-from prunelora.meter import CostMeter
+from prunelora.engine.loop import fit, recipe_from
+from prunelora.engine.meter import CostMeter
 from prunelora.methods import UnlearnTask
-from prunelora.methods.run import unlearn_one
 from prunelora.models import create_model
+from prunelora.store.environment import environment
+from prunelora.store.files import atomic_write
+from prunelora.workflows.experiment import make_context, resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 METHODS = ("finetune", "prune_finetune", "lora", "prunelora", "prunelora_remove")
 PROFILE_STEPS = 20  # training steps per profiled method (one epoch, BatchNorm as trained: no recalibration pass)
@@ -70,7 +70,7 @@ GRAPH_MEMORY: list[dict] = []  # filled by the wrapper `watch_graph_memory` inst
 
 def watch_graph_memory() -> None:
     """Note the peak and current CUDA memory (MB) before and after each CUDA-graph recording."""
-    from prunelora import graphs
+    from prunelora.engine import graphs
 
     record = graphs.GraphedStep._record
 

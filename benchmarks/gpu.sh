@@ -27,9 +27,9 @@ collect() {  # every part measured so far, with the device and versions, into DI
 import json, subprocess, sys
 from pathlib import Path
 import torch
-from prunelora.environment import environment
-from prunelora.files import atomic_write
-from prunelora.meter import CUDA_MEMORY_KIND
+from prunelora.store.environment import environment
+from prunelora.store.files import atomic_write
+from prunelora.engine.meter import CUDA_MEMORY_KIND
 d = Path(sys.argv[1])
 smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
                      capture_output=True, text=True).stdout.strip()

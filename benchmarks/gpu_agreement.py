@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunelora.files import atomic_write
+from prunelora.store.files import atomic_write
 
 METRICS = ("UA", "MIA", "RA", "TA", "time_s")
 PATHS = {"graphs": "true", "eager": "false"}

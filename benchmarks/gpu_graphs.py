@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu import setup
 
-from prunelora.files import atomic_write
 from prunelora.methods import UnlearnTask
-from prunelora.methods.run import unlearn_one
+from prunelora.store.files import atomic_write
+from prunelora.workflows.unlearn import unlearn_one
 
 
 def train(method: str, graphs: bool, extra: list[str], n_train: int) -> tuple[dict, list[float]]:

@@ -15,11 +15,11 @@ import time
 import torch
 from torch import nn
 
-from prunelora.adapters import add_lora
 from prunelora.config import load_config
-from prunelora.context import set_threads
-from prunelora.experiment import resolve_config
+from prunelora.engine.context import set_threads
 from prunelora.models import HEAD, create_model, select_layers
+from prunelora.models.adapters import add_lora
+from prunelora.workflows.experiment import resolve_config
 
 
 def build(cfg, lora: bool, channels_last: bool) -> nn.Module:

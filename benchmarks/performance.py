@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from throughput import loop_benchmark, matmul_gflops
 
 from prunelora.config import load_config
-from prunelora.context import set_threads
 from prunelora.data import load_dataset
-from prunelora.experiment import resolve_config
+from prunelora.engine.context import set_threads
 from prunelora.models import MODELS, arch_of, classifier_name, create_model, select_layers
-from prunelora.pruning import prune_l2_structured, remove_channels
-from prunelora.runner import run
+from prunelora.models.pruning import prune_l2_structured, remove_channels
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.run import run
 
 METHODS = ["retrain", "finetune", "prune_finetune", "lora", "prunelora", "prunelora_remove"]
 VARIANT = ["variants.prunelora_remove.method=prunelora", "variants.prunelora_remove.pruning.mode=remove"]

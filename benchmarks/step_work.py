@@ -27,14 +27,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunelora.adapters import FastDropout
 from prunelora.config import load_config
-from prunelora.environment import environment
-from prunelora.experiment import resolve_config
-from prunelora.files import atomic_write
 from prunelora.methods import UnlearnTask
 from prunelora.methods.prunelora import add_task_lora
 from prunelora.models import create_model
+from prunelora.models.adapters import FastDropout
+from prunelora.store.environment import environment
+from prunelora.store.files import atomic_write
+from prunelora.workflows.experiment import resolve_config
 
 CONVOLUTION = ("convolution", "convolution_backward")
 SCALE_TO = 128  # bytes are reported for this batch size

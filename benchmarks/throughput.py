@@ -18,14 +18,14 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunelora.adapters import add_lora
 from prunelora.config import load_config
-from prunelora.context import set_threads
 from prunelora.data import load_dataset
-from prunelora.experiment import resolve_config
+from prunelora.engine.context import set_threads
 from prunelora.models import MODELS, arch_of, create_model, select_layers
-from prunelora.pruning import prune_l2_structured
-from prunelora.runner import run
+from prunelora.models.adapters import add_lora
+from prunelora.models.pruning import prune_l2_structured
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.run import run
 
 
 def matmul_gflops(n: int = 1024, reps: int = 20) -> float:

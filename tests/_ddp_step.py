@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunelora import dist, engine
 from prunelora.config import DataConfig, ModelConfig
-from prunelora.context import Context, seed_everything
 from prunelora.data import load_dataset
+from prunelora.engine import dist
+from prunelora.engine import loop as engine
+from prunelora.engine.context import Context, seed_everything
 from prunelora.models import create_model
 
 # 72 samples in batches of 16: 16, 16, 16, 16, 8 (the trailing 8 >= min_last = 2W stays a batch of its own);

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from prunelora.config import load_config
-from prunelora.context import Context
-from prunelora.experiment import prepare, resolve_config, train_original
+from prunelora.engine.context import Context
 from prunelora.methods import UnlearnTask
+from prunelora.workflows.experiment import prepare, resolve_config, train_original
 
 # ResNet-18 of width 4 on 8x8 digits, one epoch everywhere, one thread: the whole pipeline in seconds
 # (learning curves on, so that every run also draws them).

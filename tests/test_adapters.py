@@ -12,9 +12,9 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from prunelora.adapters import DropoutConv2d, FastDropout, ScaledConv2d, ScaledLinear, add_lora, merge_lora
 from prunelora.config import ModelConfig
 from prunelora.models import HEAD, create_model, select_layers
+from prunelora.models.adapters import DropoutConv2d, FastDropout, ScaledConv2d, ScaledLinear, add_lora, merge_lora
 
 
 class _Mlp(nn.Module):

@@ -7,15 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from prunelora import cache
-from prunelora.context import seed_everything
-from prunelora.engine import fit, recipe_from
+from prunelora.engine.context import seed_everything
+from prunelora.engine.loop import fit, recipe_from
 from prunelora.metrics import evidence
 from prunelora.metrics.attack import fit_reference, logit_confidence, scores, threshold_accuracy
 from prunelora.metrics.catalog import EVIDENCE
 from prunelora.metrics.evaluate import outputs
 from prunelora.metrics.evidence import EvidenceInput
 from prunelora.models import create_model
+from prunelora.store import cache
 
 
 def test_logit_confidence_matches_its_definition():

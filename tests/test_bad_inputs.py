@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from prunelora.checkpoints import FORMAT
 from prunelora.cli import main
 from prunelora.config import dump_yaml, load_config
-from prunelora.experiment import resolve_config
+from prunelora.store.checkpoints import FORMAT
+from prunelora.workflows.experiment import resolve_config
 
 
 def _digest(path: Path) -> str:
@@ -209,7 +209,7 @@ def _other_weights(source: str, path: Path) -> str:
 
 def _vit_checkpoint(t: Path, source: str) -> str:
     """A prunelora checkpoint header of the tiny ViT on the same data (read as far as its config)."""
-    from prunelora.checkpoints import read_config
+    from prunelora.store.checkpoints import read_config
 
     config, extra = read_config(source)
     config["model"] = {**config["model"], "name": "vit-tiny", "width": 16, "depth": 2, "heads": 2}

@@ -14,15 +14,15 @@ from torch import nn
 from conftest import TINY_OVERRIDES as TINY
 from conftest import VIT_OVERRIDES
 from prunelora.config import load_config
-from prunelora.engine import Cycle
+from prunelora.engine.loop import Cycle
 from prunelora.errors import UserError
-from prunelora.experiment import resolve_config
 from prunelora.methods import UnlearnTask, method_task
 from prunelora.methods.boundary_shrink import nearest_other_class
 from prunelora.methods.importance import dampen, grad_statistics, saliency_mask
 from prunelora.methods.losses import kl_to_teacher, l1_norm, linear_decay, random_wrong_labels
 from prunelora.methods.random_labels import RandomRelabel, relabel_forget
-from prunelora.methods.run import unlearn_one
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 
 def _task_with(task, *overrides):
@@ -315,7 +315,7 @@ def test_variant_errors(overrides, message):
 
 
 def test_every_method_runs_on_a_vit(tiny_overrides):
-    from prunelora.runner import run
+    from prunelora.workflows.run import run
 
     overrides = [o for o in tiny_overrides if not o.startswith("model.")]
     cfg = load_config(overrides=[*overrides, *VIT_OVERRIDES, "methods=all", "eval.evidence=[]", "eval.curves=false"])

@@ -87,7 +87,7 @@ def test_gpu_benchmark_notes_memory_around_each_graph_recording(monkeypatch):
     allocates 30 MB and peaks at 100 MB) and leaves the recording's own work untouched."""
     import importlib.util
 
-    from prunelora import graphs
+    from prunelora.engine import graphs
 
     spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
     gpu = importlib.util.module_from_spec(spec)

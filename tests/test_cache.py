@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from prunelora import cache
 from prunelora.config import load_config
-from prunelora.context import Context
-from prunelora.experiment import resolve_config, train_original
-from prunelora.runner import run
+from prunelora.engine.context import Context
+from prunelora.store import cache
+from prunelora.workflows.experiment import resolve_config, train_original
+from prunelora.workflows.run import run
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from safetensors.torch import load_file, save_file
 from prunelora.api import evaluate_checkpoint, load_model
 from prunelora.cli import main
 from prunelora.config import PAPER_METHODS, load_config
-from prunelora.context import Context
-from prunelora.experiment import prepare
-from prunelora.files import umask
+from prunelora.engine.context import Context
 from prunelora.methods import METHODS
 from prunelora.metrics.evaluate import predict
 from prunelora.models import create_model
+from prunelora.store.files import umask
+from prunelora.workflows.experiment import prepare
 
 QUALITY = ("UA", "RA", "TA", "MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss_balanced", "MIA_loss_authors", "forget_TA")
 
@@ -184,7 +184,7 @@ def _mismatched(path, checkpoint):
         meta = f.metadata()
     state = load_file(str(checkpoint))
     state["head.weight"] = torch.zeros(3, 3)
-    from prunelora.checkpoints import tensors_digest  # an intact file of another shape, not a damaged one
+    from prunelora.store.checkpoints import tensors_digest  # an intact file of another shape, not a damaged one
 
     save_file(state, str(path), metadata={**meta, "digest": tensors_digest(state)})
     return path

@@ -8,8 +8,8 @@ import pytest
 
 from prunelora import config as C
 from prunelora.errors import UserError
-from prunelora.experiment import resolve_config
 from prunelora.methods import METHODS
+from prunelora.workflows.experiment import resolve_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_FILES = sorted(CONFIG_DIR.rglob("*.yaml")) + sorted(CONFIG_DIR.rglob("*.yml"))
@@ -144,7 +144,7 @@ def test_largest_seed_derives_seeds_the_generators_take():
     import numpy as np
     import torch
 
-    from prunelora.methods.run import method_seed
+    from prunelora.workflows.unlearn import method_seed
 
     C.load_config(overrides=[f"seed={C.SEED_MAX}", f"data.split_seed={C.SEED_MAX}", f"forget.seed={C.SEED_MAX}"])
     for name in METHODS.names():

@@ -106,8 +106,8 @@ def test_forgetting_quality_reads_the_setting(tiny_cfg, tiny_data, cpu_ctx, monk
     """Forget samples at phi 120-123 under the 4 unlearned models and 130-133 under the 4 retrained ones: exactly,
     every sample is told apart (F = 0); in the challenge's form both sides sit at its bound 103.6 and nothing is
     (F = 1). KLOM reads the exact margin under either setting: it never calls the challenge's form."""
-    from prunelora.metrics import ensembles
     from prunelora.metrics.evidence import EvidenceInput
+    from prunelora.workflows import bank as ensembles
 
     data, splits = tiny_data
     y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
@@ -138,8 +138,8 @@ def test_the_setting_is_checked_and_changes_no_model(tiny_cfg, tiny_data, monkey
     request with the other form trains no unlearned model again (the in-process memo of ensembles.py ignores it)."""
     from prunelora.config import EvalConfig, load_config
     from prunelora.errors import UserError
-    from prunelora.metrics import ensembles
     from prunelora.metrics.evidence import EvidenceInput
+    from prunelora.workflows import bank as ensembles
 
     assert EvalConfig().quality_phi == "exact"
     for form in Q.PHI_FORMS:

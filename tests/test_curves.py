@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from prunelora.config import load_config
-from prunelora.runner import run
+from prunelora.workflows.run import run
 
 METHODS = ["finetune", "lora", "prunelora", "grad_ascent"]
 

@@ -135,3 +135,27 @@ def test_cifar10_empty_folder_names_the_missing_file(tmp_path):
 def test_unknown_data_set_suggests_close_match():
     with pytest.raises(UserError, match="unknown data set 'digit'. Did you mean 'digits'"):
         load_dataset(DataConfig(name="digit"))
+
+
+def test_a_request_is_read_once_for_splits_and_for_the_validation_mask(tmp_path):
+    """request_rows is the one reading of forget.*: its rows are the splits' forget set, for classes (a sequence's
+    together), listed indices and a random fraction alike."""
+    import torch
+
+    from prunelora.config import ForgetConfig
+    from prunelora.data import request_rows, request_splits
+
+    y_train, y_test = torch.tensor([0, 1, 2, 1, 0, 2, 2, 1]), torch.tensor([0, 1, 2, 2])
+    names = ["a", "b", "c"]
+    (tmp_path / "ids.txt").write_text("6, 1 3")
+    cases = [(ForgetConfig(classes=["c"]), [2], [2, 5, 6]),
+             (ForgetConfig(classes=None, sequence=[[1], ["c"]]), [1, 2], [1, 2, 3, 5, 6, 7]),
+             (ForgetConfig(classes=None, indices=str(tmp_path / "ids.txt")), None, [1, 3, 6])]
+    for forget, classes, rows in cases:
+        got_classes, got_rows = request_rows(forget, y_train, names)
+        assert got_classes == classes and got_rows.tolist() == rows
+        splits = request_splits(forget, y_train, y_test, names)
+        assert splits.forget.tolist() == rows
+        assert sorted(splits.retain.tolist()) == sorted(set(range(8)) - set(rows))
+    drawn = request_rows(ForgetConfig(classes=None, fraction=0.25, seed=3), y_train, names)[1]
+    assert len(drawn) == 2 and drawn.tolist() == sorted(drawn.tolist())

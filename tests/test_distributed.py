@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunelora import dist
+from prunelora.engine import dist
 
 # the smallest run that exercises every kind of training (original, retrain, fine-tune, PruneLoRA's adapters)
 OVERRIDES = ["model.width=4", "data.image_size=8", "train.epochs=1", "unlearn.epochs=1", "threads=1", "device=cpu",

@@ -18,15 +18,15 @@ import torch
 from PIL import Image
 
 from prunelora import config as C
-from prunelora import experiment as E
-from prunelora import resolve as R
 from prunelora.config import DataConfig, load_config
 from prunelora.data import load_dataset
 from prunelora.data.catalog import DATASETS, class_names
 from prunelora.errors import UserError
 from prunelora.models import classifier_name, create_model, get_spec, select_layers
-from prunelora.pruning import prune_l2_structured, remove_channels
-from prunelora.resolve import resolve_config
+from prunelora.models.pruning import prune_l2_structured, remove_channels
+from prunelora.workflows import experiment as E
+from prunelora.workflows import resolve as R
+from prunelora.workflows.resolve import resolve_config
 
 HEAVY = ("torch", "timm", "peft", "sklearn", "matplotlib", "safetensors", "optuna")
 

@@ -11,9 +11,9 @@ import torch
 
 from prunelora.config import load_config
 from prunelora.errors import UserError
-from prunelora.experiment import resolve_config
 from prunelora.metrics.evidence import balanced_accuracy, kl_js, penultimate, probe_accuracy, relearn
-from prunelora.runner import run
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.run import run
 
 
 def test_balanced_accuracy_hand_computed():

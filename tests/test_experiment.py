@@ -7,7 +7,7 @@ import pytest
 
 from prunelora.config import load_config
 from prunelora.errors import UserError
-from prunelora.experiment import open_experiment
+from prunelora.workflows.experiment import open_experiment
 
 
 def test_open_experiment_resolves_loads_and_splits(tiny_overrides, tmp_path):

@@ -17,10 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from prunelora.checkpoints import FORMAT, load_weights, read_checkpoint, save_checkpoint
-from prunelora.environment import environment
 from prunelora.errors import UserError
-from prunelora.files import atomic_write, check_out_dir, check_out_file, finite, inside, same_path, to_json
+from prunelora.store.checkpoints import FORMAT, load_weights, read_checkpoint, save_checkpoint
+from prunelora.store.environment import environment
+from prunelora.store.files import atomic_write, check_out_dir, check_out_file, finite, inside, same_path, to_json
 
 
 def _net(seed: int = 0):
@@ -100,7 +100,7 @@ def test_environment_record():
 
 def test_environment_names_the_source_tree_version_when_not_installed(monkeypatch):
     import prunelora
-    from prunelora import environment as env_module
+    from prunelora.store import environment as env_module
 
     def missing(package):
         raise env_module.metadata.PackageNotFoundError(package)

@@ -14,15 +14,15 @@ import pytest
 import torch
 
 from conftest import TINY_OVERRIDES
-from prunelora import graphs
 from prunelora.config import load_config
-from prunelora.context import Context
-from prunelora.engine import TrainingLoop
-from prunelora.experiment import make_context, prepare
+from prunelora.engine import graphs
+from prunelora.engine.context import Context
+from prunelora.engine.loop import TrainingLoop
 from prunelora.methods import UnlearnTask
-from prunelora.methods.run import unlearn_one
 from prunelora.models import create_model
-from prunelora.resolve import resolve_config
+from prunelora.workflows.experiment import make_context, prepare
+from prunelora.workflows.resolve import resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 
 def tiny_config(*extra: str):

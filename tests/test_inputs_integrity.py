@@ -178,7 +178,7 @@ def test_method_names_with_dollars_draw():
 
 
 def test_receipt_markdown_escapes_classes_and_paths():
-    from prunelora.verify import receipt_markdown
+    from prunelora.workflows.verify import receipt_markdown
 
     check = {"name": "mia", "what": "balanced accuracy (%)", "before": 1.0, "after": 2.0, "rule": "<=",
              "threshold": 3.0, "passed": True}
@@ -310,7 +310,7 @@ def models(checkpoint, tmp_path):
 def _check(tmp_path, before, after, reference=None, out=None):
     import json
 
-    from prunelora.verify import check_inputs
+    from prunelora.workflows.verify import check_inputs
 
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"classes": ["3"]}))
@@ -319,7 +319,7 @@ def _check(tmp_path, before, after, reference=None, out=None):
 
 def test_verify_refuses_a_reference_that_is_the_model_checked(tmp_path, models):
     before, after, after_copy, before_copy = models
-    from prunelora.verify import sha256_file
+    from prunelora.workflows.verify import sha256_file
 
     assert sha256_file(after_copy) != sha256_file(after)  # other bytes, the same tensors
     _, _, files = _check(tmp_path, before, after, reference=before_copy)  # another model: accepted

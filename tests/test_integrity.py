@@ -19,14 +19,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from prunelora import cache
-from prunelora.checkpoints import read_checkpoint, tensors_digest
 from prunelora.cli import main
-from prunelora.context import Context
+from prunelora.engine.context import Context
 from prunelora.errors import UserError
-from prunelora.experiment import train_original
-from prunelora.lock import EntryLock, out_lock
-from prunelora.resume import Progress, entry_problem, run_inputs
+from prunelora.store import cache
+from prunelora.store.checkpoints import read_checkpoint, tensors_digest
+from prunelora.store.lock import EntryLock, out_lock
+from prunelora.store.resume import Progress, entry_problem, run_inputs
+from prunelora.workflows.experiment import train_original
 
 FAST = ["methods=[finetune]", "eval.curves=false", "eval.evidence=[]"]
 
@@ -162,7 +162,7 @@ def test_resume_refuses_data_or_model_init_of_other_content(tmp_path, tiny_cfg, 
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from prunelora.lock import EntryLock, out_lock
+    from prunelora.store.lock import EntryLock, out_lock
     if sys.argv[1] == "out":
         with out_lock(sys.argv[2]):
             print("held", flush=True)

@@ -10,13 +10,13 @@ from torch import nn
 
 from conftest import tiny_vit_config
 from prunelora.config import load_config
-from prunelora.context import Context
-from prunelora.engine import Recipe, batches, fit, recalibrate_bn
-from prunelora.experiment import resolve_config
+from prunelora.engine.context import Context
+from prunelora.engine.loop import Recipe, batches, fit, recalibrate_bn
 from prunelora.methods import METHODS, UnlearnTask, trainable_parameters
-from prunelora.methods.run import unlearn_one
 from prunelora.models import HEAD
-from prunelora.pruning import count_zero_rows, prune_l2_structured
+from prunelora.models.pruning import count_zero_rows, prune_l2_structured
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:

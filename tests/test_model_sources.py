@@ -11,11 +11,11 @@ from safetensors.torch import save_file
 
 from prunelora.cli import main
 from prunelora.config import ModelConfig, load_config
-from prunelora.context import Context
+from prunelora.engine.context import Context
 from prunelora.errors import UserError
-from prunelora.experiment import prepare, resolve_config
 from prunelora.metrics.evaluate import accuracy, predict
 from prunelora.models import classifier_name, create_model, select_layers
+from prunelora.workflows.experiment import prepare, resolve_config
 
 TINY = ["data.image_size=8", "train.epochs=1", "unlearn.epochs=1", "threads=1", "-q"]
 
@@ -105,8 +105,8 @@ def test_bad_model_init_is_one_clear_error(tmp_path, capsys, make, message):
 def test_checkpoint_from_an_older_config_still_loads(tmp_path, tiny_weights):
     """A checkpoint whose saved config predates newer keys (model.init, model.pretrained) is still accepted."""
     from prunelora.api import evaluate_checkpoint
-    from prunelora.checkpoints import save_checkpoint
     from prunelora.config import to_dict
+    from prunelora.store.checkpoints import save_checkpoint
 
     state, _, _ = tiny_weights
     cfg = to_dict(resolve_config(load_config(overrides=["model.width=4", "data.image_size=8", "threads=1"])))

@@ -8,10 +8,10 @@ from torch import nn
 
 from prunelora.config import ModelConfig, load_config
 from prunelora.errors import UserError
-from prunelora.experiment import resolve_config
 from prunelora.methods import UnlearnTask
 from prunelora.models import HEAD, MODELS, arch_of, create_model, select_layers, target_presets
 from prunelora.registry import Registry
+from prunelora.workflows.experiment import resolve_config
 
 SMALL = {"resnet": {"width": 4}, "vit": {"width": 32, "depth": 2, "heads": 2}}
 

@@ -17,21 +17,21 @@ import torch
 from torch import nn
 
 from conftest import TINY_OVERRIDES
-from prunelora.adapters import FastDropout, add_lora, merge_lora
 from prunelora.config import load_config
-from prunelora.context import Context
 from prunelora.data import ImageData, make_splits
-from prunelora.engine import Recipe, fit, recalibrate_bn
-from prunelora.experiment import resolve_config
-from prunelora.meter import CostMeter
+from prunelora.engine.context import Context
+from prunelora.engine.loop import Recipe, fit, recalibrate_bn
+from prunelora.engine.meter import CostMeter
 from prunelora.methods.losses import kl_to_teacher
-from prunelora.methods.run import unlearn_one
-from prunelora.metrics import ensembles
 from prunelora.metrics import quality as Q
 from prunelora.metrics.evaluate import evaluate
 from prunelora.metrics.evidence import EvidenceInput, relearn_metric
 from prunelora.metrics.scoring import add_comparisons
 from prunelora.models import create_model
+from prunelora.models.adapters import FastDropout, add_lora, merge_lora
+from prunelora.workflows import bank as ensembles
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 SCRUB = importlib.import_module("prunelora.methods.scrub")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunelora.pruning import count_zero_rows, prune_l2_structured, zero_rows
+from prunelora.models.pruning import count_zero_rows, prune_l2_structured, zero_rows
 
 
 def _conv() -> nn.Conv2d:

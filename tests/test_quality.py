@@ -135,8 +135,8 @@ def test_metric_on_hand_built_models(tiny_cfg, tiny_data, cpu_ctx, monkeypatch):
     the first 10% of the retain set (phi -5): RA 90, 100, 100, 100 against 100, so the final score is
     F x 0.975. Forget samples: retrained phi 0, 1, 2, 3 on every sample; unlearned the same on the second half
     (epsilon 0: 1 point) and 20 higher on the first half (perfectly told apart: 0 points). F = 0.5."""
-    from prunelora.metrics import ensembles
     from prunelora.metrics.evidence import EvidenceInput
+    from prunelora.workflows import bank as ensembles
 
     data, splits = tiny_data
     y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
@@ -176,13 +176,17 @@ def test_quality_in_a_tiny_run(tiny_overrides, tmp_path):
     moves with the CPU at this size, so only the order is asserted (retrain scores above the original, the original
     leaks more), with the ranges every score must lie in; the report lists what leaks."""
     from prunelora.config import load_config
-    from prunelora.metrics import ensembles
+    from prunelora.metrics.catalog import EVIDENCE
     from prunelora.report.tables import markdown_report
-    from prunelora.runner import run
+    from prunelora.workflows import bank as ensembles
+    from prunelora.workflows.run import run
+    from test_registries import produced_keys_without_a_column
 
-    cfg = load_config(overrides=[*tiny_overrides, "methods=[retrain]", "eval.evidence=[forgetting_quality,klom]",
+    every = ",".join(EVIDENCE.names())  # every evidence metric: each key it produces must have a column
+    cfg = load_config(overrides=[*tiny_overrides, "methods=[retrain]", f"eval.evidence=[{every}]",
                                  "eval.curves=false", "eval.quality_leaks=3"])
     results = run(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    assert produced_keys_without_a_column(results) == set()
     m = {r["method"]: r["metrics"] for r in results["runs"]}
     assert 0 <= m["original"]["quality_F"] < m["retrain"]["quality_F"] <= 1
     assert 100 >= m["original"]["quality_leaking"] > m["retrain"]["quality_leaking"] >= 0
@@ -197,7 +201,7 @@ def test_quality_in_a_tiny_run(tiny_overrides, tmp_path):
 def test_a_sequence_is_refused_and_n_is_checked():
     from prunelora.config import load_config
     from prunelora.errors import UserError
-    from prunelora.resolve import resolve_config
+    from prunelora.workflows.resolve import resolve_config
 
     with pytest.raises(UserError, match="eval.evidence=klom scores one request, not a sequence"):
         resolve_config(load_config(overrides=["eval.evidence=[klom]", "forget.sequence=[[1],[2]]"]))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from prunelora.config import ModelConfig, TrainConfig, UnlearnConfig, load_config
-from prunelora.engine import (
+from prunelora.engine.loop import (
     Recipe,
     TrainingLoop,
     batches,

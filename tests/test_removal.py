@@ -16,11 +16,11 @@ from prunelora.api import load_module
 from prunelora.cli import main
 from prunelora.config import load_config
 from prunelora.errors import UserError
-from prunelora.experiment import resolve_config
 from prunelora.methods import UnlearnTask
-from prunelora.methods.run import unlearn_one
 from prunelora.models import create_model
-from prunelora.pruning import match_shapes, removal_roots, remove_channels
+from prunelora.models.pruning import match_shapes, removal_roots, remove_channels
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 
 def _params(model: nn.Module) -> int:

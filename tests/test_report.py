@@ -85,6 +85,38 @@ def test_report_refuses_what_does_not_merge(two_runs, tmp_path):
         load_runs([two_runs / "s0", other])
 
 
+def _as_prunelora(src, dst, **sections) -> None:
+    """`src`'s results with its finetune rows renamed prunelora and config sections updated, written in `dst`."""
+    results = json.loads((src / "results.json").read_text())
+    for r in results["runs"]:
+        r["method"] = "prunelora" if r["method"] == "finetune" else r["method"]
+    for section, values in sections.items():
+        results["config"][section] = {**results["config"].get(section, {}), **values}
+    dst.mkdir()
+    (dst / "results.json").write_text(json.dumps(results))
+
+
+def test_report_refuses_runs_of_one_method_at_other_settings(two_runs, tmp_path):
+    """prunelora at pruning.amount 0.5 and 0.3 would become one mean ± std row under the first run's header."""
+    _as_prunelora(two_runs / "s0", tmp_path / "a", pruning={"amount": 0.5})
+    _as_prunelora(two_runs / "s1", tmp_path / "b", pruning={"amount": 0.3})
+    with pytest.raises(UserError, match=r"'.*b' ran prunelora with pruning.amount=0.3 and '.*a' with "
+                                        r"pruning.amount=0.5; runs merge only with the same method settings"):
+        load_runs([tmp_path / "a", tmp_path / "b"])
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+    # what a method does not use, or a column the other run lacks, still merges
+    _as_prunelora(two_runs / "s1", tmp_path / "c", pruning={"amount": 0.5}, eval={"evidence": ["probe"]})
+    merged = load_runs([tmp_path / "a", tmp_path / "c"])
+    assert [r["method"] for r in merged["runs"]].count("prunelora") == 2
+    _as_prunelora(two_runs / "s1", tmp_path / "d", pruning={"amount": 0.5}, lora={"r": 4})
+    with pytest.raises(UserError, match="lora.r=4 and .* with lora.r=8"):
+        load_runs([tmp_path / "a", tmp_path / "d"])
+    _as_prunelora(two_runs / "s1", tmp_path / "e", pruning={"amount": 0.5}, eval={"select": "best"})
+    with pytest.raises(UserError, match="eval.select='best'"):
+        load_runs([tmp_path / "a", tmp_path / "e"])
+
+
 def test_mia_table_names_both_loss_attacks():
     from prunelora.report.tables import mia_table
 

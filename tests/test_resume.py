@@ -15,7 +15,7 @@ import pytest
 from prunelora.cli import main
 from prunelora.config import load_config
 from prunelora.errors import UserError
-from prunelora.runner import run
+from prunelora.workflows.run import run
 
 SLOW_ENOUGH = ["unlearn.epochs=3", "methods=[retrain,finetune,prunelora,lora]"]
 
@@ -85,7 +85,7 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_overrides):
 
 
 def test_variant_names_cannot_leave_the_output_directory():
-    from prunelora.experiment import resolve_config
+    from prunelora.workflows.experiment import resolve_config
 
     for name in ("../x", "a/b", ".hidden"):
         with pytest.raises(UserError, match="may use only letters, digits"):
@@ -95,7 +95,7 @@ def test_variant_names_cannot_leave_the_output_directory():
 def test_a_sequence_resumes_from_the_request_it_stopped_in(tmp_path, tiny_overrides, monkeypatch):
     """Interrupted in request 2 (after request 1 and one method of request 2), a sequence run loads what was done,
     starts each method's request 2 from its saved request-1 model, and ends with an uninterrupted run's numbers."""
-    from prunelora import runner
+    from prunelora.workflows import run as runner
 
     overrides = [*tiny_overrides, "methods=[retrain,finetune,prunelora]", "forget.sequence=[[3],[5]]",
                  "forget.classes=null", "eval.curves=false", "eval.evidence=[]"]

@@ -11,8 +11,8 @@ from prunelora.cli import main
 from prunelora.config import load_config
 from prunelora.data import make_sample_splits, random_indices, read_indices
 from prunelora.errors import UserError
-from prunelora.experiment import resolve_config
-from prunelora.runner import run
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.run import run
 
 
 def test_random_indices():

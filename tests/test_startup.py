@@ -59,4 +59,4 @@ def test_public_names_load_when_used():
     script = ("import prunelora, sys; before = 'torch' in sys.modules; run = prunelora.run; "
               "print(before, run.__module__, 'torch' in sys.modules, 'run' in dir(prunelora))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    assert result.stdout.split() == ["False", "prunelora.runner", "True", "True"]
+    assert result.stdout.split() == ["False", "prunelora.workflows.run", "True", "True"]

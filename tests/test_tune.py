@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from prunelora import validation as V
 from prunelora.config import load_config
 from prunelora.errors import UserError
-from prunelora.experiment import resolve_config
-from prunelora.tune import WORST, _optuna, tune
+from prunelora.workflows import validation as V
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.tune import WORST, _optuna, tune
 from test_validation import _cfg
 
 # ---------------------------------------------------------------- prunelora tune

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import TINY_OVERRIDES
-from prunelora import validation as V
 from prunelora.config import load_config
-from prunelora.experiment import resolve_config
 from prunelora.methods import UnlearnTask
-from prunelora.methods.run import unlearn_one
+from prunelora.workflows import validation as V
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 # the tiny configuration with an original trained 3 epochs (RA about 88% on digits: one epoch leaves it at 35%)
 TUNE_OVERRIDES = [o for o in TINY_OVERRIDES if not o.startswith(("train.epochs", "eval.curves"))] + [
@@ -62,8 +62,8 @@ def test_select_best_keeps_the_epoch_that_scores_best(tiny_data, cpu_ctx):
     data, _ = tiny_data
     cfg = resolve_config(_cfg("eval.select=best", "hparams.finetune.epochs=4", "hparams.finetune.lr=3e-3"))
     val = V.validation_view(cfg, data)
-    from prunelora.experiment import train_original
-    from prunelora.methods.run import retrain_reference
+    from prunelora.workflows.experiment import train_original
+    from prunelora.workflows.unlearn import retrain_reference
 
     original, _ = train_original(cfg, val.data, cpu_ctx)
     task = UnlearnTask(val.data, val.splits, cfg)

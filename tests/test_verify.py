@@ -13,7 +13,7 @@ import pytest
 
 from prunelora.cli import main
 from prunelora.metrics.attack import membership_accuracy
-from prunelora.verify import _p_values, read_request, sha256_ids
+from prunelora.workflows.verify import _p_values, read_request, sha256_ids
 
 LENIENT = ["verify.forget_gap_max=100", "verify.mia_max=100", "verify.leak_share_max=100", "verify.ra_drop_max=100",
            "verify.ta_drop_max=100", "verify.leak_p=0.5"]

@@ -14,15 +14,15 @@ import torch
 from torch import nn
 
 from conftest import TINY_OVERRIDES
-from prunelora.adapters import add_lora, merge_lora
 from prunelora.config import load_config
 from prunelora.data import ImageData, make_splits
-from prunelora.experiment import resolve_config
 from prunelora.methods import UnlearnTask
-from prunelora.methods.run import unlearn_one
 from prunelora.metrics.evaluate import evaluate
 from prunelora.models import create_model
-from prunelora.pruning import prune_l2_structured, remove_channels, zero_rows
+from prunelora.models.adapters import add_lora, merge_lora
+from prunelora.models.pruning import prune_l2_structured, remove_channels, zero_rows
+from prunelora.workflows.experiment import resolve_config
+from prunelora.workflows.unlearn import unlearn_one
 
 # the methods' modules (whose `fit` a test replaces by a spy)
 RETRAIN = importlib.import_module("prunelora.methods.retrain")

@@ -1,9 +1,10 @@
 """prunelora: machine unlearning of image classifiers, PruneLoRA and its baselines, with honest metrics.
 
-A run flows through the package in this order: `config` (the settings) -> `experiment` (resolved config, context,
-data, splits, the original) -> `engine` (the one training loop) -> `methods` (each method, on a copy of the
-original) -> `metrics` (scores, compared with retrain) -> `report` (tables, plots, files). `runner.run` is the loop
-over seeds and methods; `api` and `cli` are the same functions for Python and the command line.
+A run flows through the package in this order: `config` (the settings) -> `workflows.experiment` (resolved config,
+context, data, splits, the original) -> `engine` (the one training loop) -> `methods` (each method, on a copy of the
+original; `models` holds the architectures, pruning and adapters) -> `metrics` (scores, compared with retrain) ->
+`report` (tables, plots, files); `store` keeps what lives on disk. `workflows.run.run` is the loop over seeds and
+methods; `api` and `cli` are the same functions for Python and the command line.
 
 Importing the package is fast: the public names below are imported when first used, and PyTorch with them.
 """
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "evaluate_checkpoint": "api", "export": "api", "load_model": "api", "load_module": "api", "train": "api",
     "unlearn": "api", "verify": "api", "ExperimentConfig": "config", "load_config": "config", "UserError": "errors",
-    "METHODS": "methods", "register_method": "methods", "MODELS": "models", "create_model": "models", "run": "runner",
+    "METHODS": "methods", "register_method": "methods", "MODELS": "models", "create_model": "models", "run": "workflows.run",
 }
 
 

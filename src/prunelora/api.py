@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import config as C
-from .checkpoints import read_config
 from .errors import UserError
-from .files import atomic_write, check_cache_dir, check_out_file, check_outputs, inside, same_path, to_json
-from .resolve import ENSEMBLE_METRICS, check_out, checkpoint_config, resolve_config
+from .store.checkpoints import read_config
+from .store.files import atomic_write, check_cache_dir, check_out_file, check_outputs, inside, same_path, to_json
+from .workflows.checkpoint import build_model, data_shape, load_checkpoint, load_model, load_module
+from .workflows.resolve import ENSEMBLE_METRICS, check_out, checkpoint_config, resolve_config
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .experiment import Experiment
+    from .workflows.experiment import Experiment
 
 
 MODEL_FILES = ("model.safetensors", "model.yaml", "metrics.json")  # what train and unlearn write in their --out
@@ -37,10 +38,10 @@ def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True, force
     check_outputs(out, MODEL_FILES)
     check_replaced(resolve_config(cfg), out / "model.safetensors", force)
 
-    from .checkpoints import save_checkpoint
-    from .environment import environment
-    from .experiment import model_facts, open_experiment, train_original
-    from .lock import out_lock
+    from .store.checkpoints import save_checkpoint
+    from .store.environment import environment
+    from .store.lock import out_lock
+    from .workflows.experiment import model_facts, open_experiment, train_original
 
     with out_lock(out):
         exp = open_experiment(cfg, progress, out)
@@ -57,7 +58,7 @@ def check_replaced(cfg: C.ExperimentConfig, path: Path, force: bool) -> None:
     `prunelora run` keeps a run of another config."""
     if force or not path.is_file():
         return
-    from .resume import first_difference
+    from .store.resume import first_difference
 
     try:
         saved, _ = read_config(path)
@@ -77,49 +78,6 @@ def _test_accuracy(model: nn.Module, exp: Experiment) -> float:
     return accuracy(predict(model, data, data.x_test, exp.ctx), data.y_test.cpu().numpy())
 
 
-def load_model(checkpoint: str | Path, overrides: list[str] = (), config_file: str | None = None):
-    """(state dict, resolved config) of a checkpoint; overrides may not change model.* or data.*."""
-    state, cfg, _ = _load(checkpoint, overrides, config_file)
-    return state, cfg
-
-
-def load_module(checkpoint: str | Path) -> nn.Module:
-    """The model of a checkpoint as a plain `nn.Module` in eval mode (channels removed or not)."""
-    from .experiment import prepare
-
-    state, cfg, extra = _load(checkpoint)
-    if "num_classes" in extra:
-        shape = (extra["num_classes"], extra["in_chans"], extra["image_size"])
-    else:  # checkpoints of `prunelora train`/`unlearn` before these facts were stored: read the data set
-        shape = _shape(prepare(cfg)[0])
-    return _build(state, cfg, shape, checkpoint, extra).eval()
-
-
-def _load(checkpoint, overrides: list[str] = (), config_file: str | None = None):
-    """(state dict, resolved config, extra facts): the config checked before the tensors are read."""
-    from .checkpoints import read_checkpoint
-
-    cfg, _ = checkpoint_config(checkpoint, overrides, config_file)
-    state, _, extra = read_checkpoint(checkpoint)
-    return state, cfg, extra
-
-
-def _build(state: dict, cfg: C.ExperimentConfig, shape: tuple[int, int, int], checkpoint, extra: dict) -> nn.Module:
-    """The model of `cfg` for (classes, channels, image size), shrunk to the checkpoint's removed channels."""
-    from .checkpoints import load_weights
-    from .models import create_model
-    from .pruning import match_shapes
-
-    model = create_model(cfg.model, *shape)
-    if extra.get("channels_removed"):
-        match_shapes(model, state)
-    return load_weights(model, state, checkpoint)
-
-
-def _shape(data) -> tuple[int, int, int]:
-    return data.num_classes, data.in_chans, data.image_size
-
-
 def unlearn(
     checkpoint: str | Path, method: str, out: str | Path, overrides: list[str] = (),
     config_file: str | None = None, progress: bool = True,
@@ -132,22 +90,22 @@ def unlearn(
     check_cache_dir()
     check_outputs(out, MODEL_FILES)
 
-    from .lock import out_lock
+    from .store.lock import out_lock
 
     with out_lock(out):
         return _unlearn(checkpoint, method, out, overrides, config_file, progress)
 
 
 def _unlearn(checkpoint, method: str, out: Path, overrides, config_file, progress: bool) -> dict:
-    from .checkpoints import save_checkpoint
-    from .environment import environment
-    from .experiment import model_facts, open_experiment
-    from .methods.run import retrain_reference, unlearn_one
     from .metrics.scoring import combine_metrics, evaluate_model
+    from .store.checkpoints import save_checkpoint
+    from .store.environment import environment
+    from .workflows.experiment import model_facts, open_experiment
+    from .workflows.unlearn import retrain_reference, unlearn_one
 
-    state, cfg, extra = _load(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
+    state, cfg, extra = load_checkpoint(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
     exp = open_experiment(cfg, progress, out)
-    original = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
+    original = exp.ctx.prepare_model(build_model(state, exp.config, data_shape(exp.data), checkpoint, extra))
     validation = exp.validation and retrain_reference(exp.validation, original, exp.task(), exp.ctx)
     model, record = unlearn_one(method, original, exp.task(), exp.ctx, validation)
     metrics = combine_metrics(evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx, method=method), record)
@@ -181,12 +139,12 @@ def evaluate_checkpoint(
             raise UserError(f"--out '{out}' is the checkpoint being evaluated (or its config); pass another file name, "
                             "e.g. metrics.json")
 
-    from .experiment import open_experiment
     from .metrics.scoring import evaluate_model
+    from .workflows.experiment import open_experiment
 
-    state, cfg, extra = _load(checkpoint, overrides, config_file)
+    state, cfg, extra = load_checkpoint(checkpoint, overrides, config_file)
     exp = open_experiment(cfg, progress=False)
-    model = exp.ctx.prepare_model(_build(state, exp.config, _shape(exp.data), checkpoint, extra))
+    model = exp.ctx.prepare_model(build_model(state, exp.config, data_shape(exp.data), checkpoint, extra))
     metrics = evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx, method=method)
     metrics["test_acc"] = _test_accuracy(model, exp)
     if out is not None:
@@ -202,7 +160,7 @@ def export(run_dir: str | Path, method: str, out: str | Path, seed: int | None =
 
     import torch
 
-    from .checkpoints import read_checkpoint, save_checkpoint
+    from .store.checkpoints import read_checkpoint, save_checkpoint
 
     model = load_module(source)
     _, config, extra = read_checkpoint(source)
@@ -258,7 +216,7 @@ def verify(before: str | Path, after: str | Path, request: str | Path, out: str 
            overrides: list[str] = (), config_file: str | None = None) -> dict:
     """Check a deletion and write OUT/receipt.json and OUT/receipt.md (`prunelora verify`); the receipt's "passed"
     says whether every check held."""
-    from .verify import verify as run_checks
+    from .workflows.verify import verify as run_checks
 
     return run_checks(before, after, request, out, reference, overrides, config_file)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from . import __version__
 from . import config as C
 from .errors import UserError
-from .files import check_cache_dir, check_outputs, to_json
-from .lock import out_lock
-from .resolve import check_out, resolve_config
+from .store.files import check_cache_dir, check_outputs, to_json
+from .store.lock import out_lock
+from .workflows.resolve import check_out, resolve_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print("prunelora: interrupted", file=sys.stderr)
         return 130
     finally:
-        dist = sys.modules.get(f"{__package__}.dist")  # only a command that imported it may have a process group
+        dist = sys.modules.get(f"{__package__}.engine.dist")  # only a command that imported it may have a process group
         if dist is not None:
             dist.shutdown()
 
@@ -131,9 +131,9 @@ def cmd_run(args) -> int:
     check_out(cfg, out)
     check_cache_dir()  # before PyTorch: a file named as the cache would silently mean none
 
-    from . import dist
+    from .engine import dist
     from .report.tables import completed, failures, main_table
-    from .runner import run
+    from .workflows.run import run
 
     results = run(cfg, out, progress=not args.quiet, log=_log(args), force=args.force)
     failed = failures(results)
@@ -183,9 +183,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .files import check_out_dir, check_outputs
     from .report.merge import load_runs, setups_note  # reads and checks every results.json without PyTorch
     from .report.summary import summary_rows, to_markdown
+    from .store.files import check_out_dir, check_outputs
 
     out = Path(args.out or args.runs[0])
     check_out_dir(out)
@@ -203,7 +203,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .tune import tune
+    from .workflows.tune import tune
 
     cfg = C.load_config(args.config, args.overrides)
     out = Path(args.out or f"runs/tune-{args.method}")
@@ -231,7 +231,7 @@ def tune_summary(summary: dict) -> str:
 
 
 def cmd_verify(args) -> int:
-    from .verify import receipt_markdown, verify
+    from .workflows.verify import receipt_markdown, verify
 
     out = Path(args.out or f"runs/verify-{time.strftime('%Y%m%d-%H%M%S')}")
     receipt = verify(args.before, args.after, args.request, out, args.reference, args.overrides, args.config)

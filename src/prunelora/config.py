@@ -23,6 +23,8 @@ import yaml
 from .errors import UserError
 
 BN_MODES = ("recalibrate", "train", "frozen", "refit")  # BatchNorm during unlearning, see UnlearnConfig.bn
+OPTIMIZERS = ("sgd", "adam", "adamw")  # what engine.loop.make_optimizer builds (sgd: momentum 0.9, Nesterov)
+SCHEDULES = ("onecycle", "constant")  # learning-rate schedules, per batch (engine.loop.make_schedule)
 DECAY_MODES = ("all", "weights")  # which parameters weight decay applies to, see TrainConfig.decay
 SELECT_MODES = ("last", "best")  # which epoch a method keeps, see EvalConfig.select
 OBJECTIVES = ("gap", "retrain_free")  # validation objectives, see EvalConfig.objective
@@ -372,12 +374,12 @@ def check_recipe(section: str, recipe: Any) -> None:
             f"{section}.weight_decay", recipe.weight_decay, "a finite number >= 0")
     require(recipe.lr is None or (_finite(recipe.lr) and recipe.lr > 0), f"{section}.lr", recipe.lr,
             "a positive finite number, e.g. 1e-3")
-    require(recipe.optimizer in (None, "sgd", "adam", "adamw"), f"{section}.optimizer", recipe.optimizer,
-            "sgd, adam or adamw")
+    require(recipe.optimizer in (None, *OPTIMIZERS), f"{section}.optimizer", recipe.optimizer,
+            f"{', '.join(OPTIMIZERS[:-1])} or {OPTIMIZERS[-1]}")
     bn = getattr(recipe, "bn", None)
     require(bn in (None, *BN_MODES), f"{section}.bn", bn, f"one of {', '.join(BN_MODES)}")
     schedule = getattr(recipe, "schedule", "constant")
-    require(schedule in ("onecycle", "constant"), f"{section}.schedule", schedule, "onecycle or constant")
+    require(schedule in SCHEDULES, f"{section}.schedule", schedule, f"{SCHEDULES[0]} or {SCHEDULES[1]}")
     smoothing = getattr(recipe, "label_smoothing", 0.0)
     require(_finite(smoothing) and 0.0 <= smoothing < 1.0, f"{section}.label_smoothing", smoothing, "in [0, 1)")
 

@@ -13,7 +13,7 @@ from .catalog import DATASETS, default_forget
 _LAZY = {
     "ImageData": "datasets", "load_dataset": "datasets",
     "Splits": "splits", "make_sample_splits": "splits", "make_splits": "splits", "random_indices": "splits",
-    "read_indices": "splits", "resolve_classes": "splits",
+    "read_indices": "splits", "resolve_classes": "splits", "request_rows": "splits", "request_splits": "splits",
 }
 
 
@@ -25,5 +25,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "DATASETS", "ImageData", "Splits", "default_forget", "load_dataset", "make_sample_splits", "make_splits",
-    "random_indices", "read_indices", "resolve_classes",
+    "random_indices", "read_indices", "request_rows", "request_splits", "resolve_classes",
 ]

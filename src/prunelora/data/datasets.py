@@ -49,7 +49,7 @@ class ImageData:
         holds, for model-cache keys and resumed runs (an image replaced under the same file name changes it).
         About 0.1 s for CIFAR-10's 180 MB on one core."""
         if self._digest is None:
-            from ..checkpoints import tensors_digest
+            from ..store.checkpoints import tensors_digest
 
             self._digest = tensors_digest({k: getattr(self, k) for k in ("x_train", "y_train", "x_test", "y_test")})
         return self._digest

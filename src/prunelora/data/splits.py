@@ -102,6 +102,29 @@ def read_indices(path: str | Path, n: int) -> torch.Tensor:
     return torch.tensor(parse_indices(path, n), dtype=torch.long)
 
 
+def request_rows(forget, y_train: torch.Tensor, class_names: list[str]) -> tuple[list[int] | None, torch.Tensor]:
+    """The one reading of a deletion request (a ForgetConfig) against a train set: (the forgotten classes, None
+    for a request of samples; the train rows it forgets). A sequence's requests count together."""
+    import torch
+
+    n = len(y_train)
+    if forget.fraction is not None:
+        return None, random_indices(n, forget.fraction, forget.seed)
+    if forget.indices is not None:
+        return None, read_indices(forget.indices, n)
+    requested = [c for r in forget.sequence for c in r] if forget.sequence is not None else forget.classes
+    classes = resolve_classes(requested, class_names)
+    return classes, torch.nonzero(torch.isin(y_train.cpu(), torch.tensor(classes, dtype=y_train.dtype))).flatten()
+
+
+def request_splits(forget, y_train: torch.Tensor, y_test: torch.Tensor, class_names: list[str]) -> Splits:
+    """The splits of a deletion request: whole classes by label, or samples (a random fraction, listed indices)."""
+    classes, rows = request_rows(forget, y_train, class_names)
+    if classes is None:
+        return make_sample_splits(y_train, y_test, rows)
+    return make_splits(y_train, y_test, classes)
+
+
 def parse_indices(path: str | Path, n: int | None) -> list[int]:
     """The sorted indices of a forget.indices file (see `read_indices`), each in range(n) (None: n not known yet),
     none twice, and not all of them."""

@@ -4,8 +4,8 @@
   without importing PyTorch (`prunelora list`, config checks), the function imported when the method runs;
 - `protocol.py`: what a method gets and returns (`UnlearnTask` and its services, `Unlearned`), `register_method`;
 - `variants.py`: which settings a method runs with (`hparams.<method>`, variants), `method_task`;
-- `run.py`: `unlearn_one`, one method on a copy of the original, seeded and metered;
-- `losses.py`, `importance.py`: pieces the baselines share. The training loop is `prunelora.engine`.
+- `losses.py`, `importance.py`: pieces the baselines share. The training loop is `prunelora.engine.loop`;
+  `prunelora.workflows.unlearn` runs one method on a copy of the original, seeded and metered.
 
 Importing this package imports no PyTorch: the names that need it (`UnlearnTask`, `Unlearned`, ...) are loaded from
 `protocol.py` when first used.

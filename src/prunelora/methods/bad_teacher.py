@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import fit
+from ..engine.loop import fit
 from ..models import create_model
 from .losses import kl_to_teacher
 from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze

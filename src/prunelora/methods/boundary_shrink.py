@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..engine import batches, fit
+from ..engine.loop import batches, fit
 from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine import fit
+from ..engine.loop import fit
 from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..context import Context
 from ..data import ImageData
-from ..engine import batches
+from ..engine.context import Context
+from ..engine.loop import batches
 
 
 def grad_statistics(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..engine import fit
+from ..engine.loop import fit
 from .losses import l1_norm, linear_decay
 from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 

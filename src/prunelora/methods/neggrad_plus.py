@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..engine import fit
+from ..engine.loop import fit
 from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from ..data import ImageData, Splits
-from ..engine import Recipe, recipe_from
+from ..engine.loop import Recipe, recipe_from
 from ..errors import UserError
 from ..models import arch_of, classifier_name, get_spec, select_layers
-from ..pruning import count_zero_rows, prune_l2_structured, remove_channels
+from ..models.pruning import count_zero_rows, prune_l2_structured, remove_channels
 from .catalog import METHODS, MethodConfig, MethodSpec, RecipeConfig, register_method
 
 

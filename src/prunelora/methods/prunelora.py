@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 
-from ..adapters import add_lora, merge_lora
-from ..engine import fit
+from ..engine.loop import fit
 from ..models import classifier_name
+from ..models.adapters import add_lora, merge_lora
 from .protocol import Unlearned, UnlearnTask, trainable_parameters
 
 

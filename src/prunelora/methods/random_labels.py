@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..engine import fit
+from ..engine.loop import fit
 from .losses import random_wrong_labels
 from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 

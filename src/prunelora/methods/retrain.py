@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from .. import cache
-from ..engine import fit
+from ..engine.loop import fit
 from ..models import create_model
+from ..store import cache
 from .protocol import Unlearned, UnlearnTask
 
 

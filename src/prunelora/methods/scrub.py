@@ -20,7 +20,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..engine import fit, make_optimizer, make_schedule, recalibrate_bn, steps_per_epoch
+from ..engine.loop import fit, make_optimizer, make_schedule, recalibrate_bn, steps_per_epoch
 from .losses import kl_to_teacher
 from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..context import Context
 from ..data import ImageData, Splits
-from ..engine import recalibrate_bn
+from ..engine.context import Context
+from ..engine.loop import recalibrate_bn
 from .evaluate import accuracy, predict
 
 

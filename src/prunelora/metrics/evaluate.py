@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import dist
-from ..context import Context
 from ..data import ImageData, Splits
+from ..engine import dist
+from ..engine.context import Context
 from . import mia
 
 

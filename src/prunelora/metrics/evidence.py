@@ -26,13 +26,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from .. import cache
 from ..config import to_dict
-from ..context import Context, seed_everything
 from ..data import ImageData
-from ..engine import fit, recipe_from
-from ..meter import CostMeter
+from ..engine.context import Context, seed_everything
+from ..engine.loop import fit, recipe_from
+from ..engine.meter import CostMeter
 from ..models import classifier_name, create_model
+from ..store import cache
 from .attack import fit_reference, logit_confidence, scores, threshold_accuracy
 from .evaluate import predict
 from .mia import safe_log, softmax

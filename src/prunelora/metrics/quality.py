@@ -284,7 +284,7 @@ def klom_metric(model, outs, inputs) -> dict:
 def _phis(outs, inputs, test: bool = False, form: str = "exact") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unlearned, retrained) phi of `form` (see `phi`), each (models, samples), on the forget set (or the whole test
     set), and the labels."""
-    from .ensembles import ensemble
+    from ..workflows.bank import ensemble
 
     unlearned, retrained = ensemble(outs, inputs)
     part = 1 if test else 0
@@ -297,7 +297,7 @@ def _phis(outs, inputs, test: bool = False, form: str = "exact") -> tuple[np.nda
 def _utility_ratio(outs, inputs) -> float:
     """(RA / RA of retrain) x (TA / TA of retrain), each accuracy the mean over its side's models: `final_score`
     of an F of 1."""
-    from .ensembles import ensemble
+    from ..workflows.bank import ensemble
     from .evaluate import accuracy
 
     unlearned, retrained = ensemble(outs, inputs)

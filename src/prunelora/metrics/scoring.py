@@ -8,8 +8,8 @@ import dataclasses
 
 from torch import nn
 
-from ..context import Context, seed_everything
 from ..data import ImageData, Splits
+from ..engine.context import Context, seed_everything
 from .catalog import EVIDENCE
 from .evaluate import avg_gap, outputs, quality
 from .evidence import EvidenceInput

@@ -7,12 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import merge
 from ..errors import UserError
+from ..methods.catalog import METHODS
+from ..store.resume import first_difference
 from .summary import TABLE_KEYS
 from .tables import EVIDENCE_KEYS, MAIN_KEYS, MIA_KEYS, QUALITY_KEYS
 
 # what must match for runs to be merged: the same data, model, original recipe and request
 SAME = ("data", "model", "train", "forget")
+# eval settings that add columns without changing any other number: runs that differ only in them still merge
+EVAL_COLUMNS = ("evidence", "curves", "batch_size", "quality_leaks")
 # what every finished run holds (a number, or null for an undefined one), and every metric and info entry a table
 # or plot reads: a number or null where present
 REQUIRED = ("UA", "MIA", "RA", "TA")
@@ -27,7 +32,7 @@ FIX = "pass a results.json written by prunelora run"
 def load_runs(dirs: list[str | Path]) -> dict:
     """One results dict from several run directories (runs concatenated; config and environment of the first)."""
     merged = None
-    seen = {}
+    seen, methods = {}, {}
     for d, results in [(d, _read(d)) for d in dirs]:  # every file checked before any is merged
         if merged is None:
             merged = {**results, "runs": [], "sources": []}
@@ -35,6 +40,7 @@ def load_runs(dirs: list[str | Path]) -> dict:
             if results["config"].get(key) != merged["config"].get(key):
                 raise UserError(f"'{d}' has other {key} settings than '{dirs[0]}'; only runs of the same request merge")
         for r in results["runs"]:
+            _same_method_settings(r["method"], results["config"], d, methods)
             ident = (r["method"], r["seed"], r.get("step"))
             if ident in seen:
                 raise UserError(f"{r['method']} seed {r['seed']} is in both '{seen[ident]}' and '{d}'; drop one directory")
@@ -43,6 +49,39 @@ def load_runs(dirs: list[str | Path]) -> dict:
         merged["sources"].append(str(d))
         merged.setdefault("setups", {}).setdefault(_setup(results.get("environment", {})), []).append(str(d))
     return merged
+
+
+def method_settings(config: dict, method: str) -> dict:
+    """What a method's numbers depend on beyond SAME, from a run's saved config: its variant's overrides applied,
+    the sections the method uses (`unlearn`, `pruning`, `lora`...), its `hparams.<method>` and the eval settings
+    that change a number (selection, objective, the quality and attack settings)."""
+    variant = config.get("variants", {}).get(method)
+    if isinstance(variant, dict):
+        config = merge(config, {k: v for k, v in variant.items() if k != "method"})
+        method = variant.get("method", method)
+    uses = METHODS.get(method).uses if method in METHODS.names() else ()
+    settings = {section: config.get(section) for section in uses}
+    settings["hparams"] = config.get("hparams", {}).get(method)
+    settings["eval"] = {k: v for k, v in config.get("eval", {}).items() if k not in EVAL_COLUMNS}
+    return settings
+
+
+def _same_method_settings(method: str, config: dict, d, methods: dict) -> None:
+    """Refuse a run of `method` whose settings differ from an earlier directory's run of it: merged, the two would
+    become one mean ± std row under the first one's settings."""
+    settings = method_settings(config, method)
+    first = methods.setdefault(method, (d, settings))
+    if first[1] != settings:
+        where = first_difference(first[1], settings)
+        a, b = (_at(s, where) for s in (first[1], settings))
+        raise UserError(f"'{d}' ran {method} with {where}={b!r} and '{first[0]}' with {where}={a!r}; runs merge only "
+                        "with the same method settings: report them apart, or run both in one config as variants")
+
+
+def _at(settings: dict, dotted: str):
+    for key in dotted.split("."):
+        settings = settings.get(key) if isinstance(settings, dict) else None
+    return settings
 
 
 def _read(d: str | Path) -> dict:
@@ -126,7 +165,7 @@ def _check_list(items, at: str, keys: tuple[str, ...], path: Path, when: str | N
 
 def _setup(env: dict) -> str:
     """Where a run's times and memory come from: device, its name, threads and processes."""
-    from ..environment import setup_of  # imports PyTorch: only once every file is checked
+    from ..store.environment import setup_of  # imports PyTorch: only once every file is checked
 
     s = setup_of(env)
     return f"{s['device']} ({s['device_name']}), {s['threads']} threads, {s['processes']} process(es)"

@@ -6,15 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import config as C
-from ..files import atomic_write, finite, to_json
+from ..store.files import atomic_write, finite, to_json
 from .merge import setups_note
 from .summary import md, summary_rows, to_csv, to_latex, to_markdown
 from .tables import markdown_report
 
 # what a run writes in its --out (besides the folders progress/ and models/); `run --force` removes these and no other
-RUN_FILES = ("config.yaml", "results.md", "results.json", "report.md", "report.csv", "report.tex", "bars.png",
-             "curves.png")
-RUN_FOLDERS = ("progress", "models")
 
 
 def write_results(results: dict, out: Path) -> None:

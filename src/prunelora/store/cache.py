@@ -28,9 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import nn
 
-from . import dist
+from ..config import to_dict
+from ..world import world
 from .checkpoints import tensors_digest
-from .config import to_dict
 from .files import atomic_write, cache_dir
 from .lock import EntryLock, wait_for
 
@@ -44,7 +44,7 @@ _HELD: dict[Path, EntryLock] = {}  # entries this process missed and is training
 def execution(ctx) -> dict:
     """How training runs, as far as it changes the result or its recorded cost."""
     run = {"device": ctx.device.type, "amp": ctx.amp, "channels_last": ctx.channels_last, "compile": ctx.compile,
-           "processes": dist.world().size}
+           "processes": world().size}
     if ctx.device.type == "cpu":  # reductions split across threads add in another order
         run["threads"] = torch.get_num_threads()
     else:  # graphs matched eager steps to the last digit where measured, but nothing promises them bit for bit
@@ -81,7 +81,7 @@ def load(role: str, key: str, model: nn.Module) -> dict | None:
     if path is None:
         return None
     record = _read(path, key, model, say=True)
-    if record is None and not dist.world().active:
+    if record is None and not world().active:
         with contextlib.suppress(OSError):  # the lock lives beside the entry; no folder: no lock, as before
             path.parent.mkdir(parents=True, exist_ok=True)
         lock = EntryLock(path.with_suffix(".lock"))
@@ -118,7 +118,7 @@ def store(role: str, key: str, described: str, model: nn.Module, record: dict) -
     """Write atomically (rank 0 only), with the tensors' SHA-256; a cache that cannot be written is skipped. Ends
     this process's lock on the entry: a process waiting for it loads it now."""
     path = _path(role, key)
-    if path is None or not dist.world().main:  # the state's copy to the CPU only where it is written
+    if path is None or not world().main:  # the state's copy to the CPU only where it is written
         return
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     keep = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}

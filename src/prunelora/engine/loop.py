@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import config as C
+from ..data import ImageData
+from ..data.augment import augment
 from . import dist
 from .context import Context
-from .data import ImageData
-from .data.augment import augment
 from .graphs import GraphedStep
 
 
@@ -78,11 +79,13 @@ def param_groups(named_params, recipe: Recipe) -> list[dict]:
 def make_optimizer(named_params, recipe: Recipe) -> torch.optim.Optimizer:
     """The recipe's optimizer over (name, parameter) pairs, weight decay per `param_groups`."""
     groups = param_groups(named_params, recipe)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr)
-    return torch.optim.Adam(groups, lr=recipe.lr)
+    build = {"sgd": lambda: torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True),
+             "adam": lambda: torch.optim.Adam(groups, lr=recipe.lr),
+             "adamw": lambda: torch.optim.AdamW(groups, lr=recipe.lr)}
+    assert set(build) == set(C.OPTIMIZERS)  # the config's list, checked when the config is read
+    if recipe.optimizer not in build:  # a Recipe built by code, not read from a config
+        raise ValueError(f"optimizer {recipe.optimizer!r} is not one of {', '.join(C.OPTIMIZERS)}")
+    return build[recipe.optimizer]()
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):

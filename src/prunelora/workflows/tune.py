@@ -21,11 +21,11 @@ import io
 import time
 from pathlib import Path
 
-from . import config as C
-from .errors import UserError
-from .files import atomic_write, to_json
-from .methods.catalog import METHODS
-from .registry import unknown_name_message
+from .. import config as C
+from ..errors import UserError
+from ..methods.catalog import METHODS
+from ..registry import unknown_name_message
+from ..store.files import atomic_write, to_json
 from .resolve import check_out, resolve_config
 
 DEFAULT_TRIALS = 20  # the budget when neither --trials nor --seconds is given
@@ -115,7 +115,7 @@ def open_study(optuna, cfg: C.ExperimentConfig, out: Path):
     if saved is None:
         study.set_user_attr("config", mine)
     elif saved != mine:
-        from .resume import first_difference
+        from ..store.resume import first_difference
 
         key = first_difference(saved, mine)
         raise UserError(f"--out '{out}' holds a tune of another config ({key} differs); pass another --out")
@@ -125,9 +125,9 @@ def open_study(optuna, cfg: C.ExperimentConfig, out: Path):
 def setup(cfg: C.ExperimentConfig) -> dict:
     """Per seed: (the validation view's original, the task, the validation split with retrain's reference, the
     context, the original's metrics on the view)."""
+    from ..methods import UnlearnTask
     from .experiment import check_model, make_context, train_original
-    from .methods import UnlearnTask
-    from .methods.run import retrain_reference
+    from .unlearn import retrain_reference
     from .validation import open_validation
 
     validation = open_validation(cfg)
@@ -147,7 +147,7 @@ def setup(cfg: C.ExperimentConfig) -> dict:
 
 def run_trial(trial, cfg: C.ExperimentConfig, method: str, space: dict, bases: dict) -> float:
     """One trial: the method with drawn settings on every seed; the mean objective (WORST if it diverged)."""
-    from .methods.run import unlearn_one
+    from .unlearn import unlearn_one
 
     params = {key: spec.suggest(trial, key) for key, spec in space.items()}
     scores, metrics, seconds, epochs = [], [], [], []
@@ -270,7 +270,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 def _markdown(rows: list[dict], best: int) -> str:
-    from .report.tables import _table
+    from ..report.tables import _table
 
     keys = list(dict.fromkeys(k for row in rows for k in row))
     cell = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .meter import CostMeter
 
 

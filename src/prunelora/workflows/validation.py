@@ -18,41 +18,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import config as C
-from .context import Context
-from .data import (
+from .. import config as C
+from ..data import (
     ImageData,
     Splits,
     load_dataset,
     make_sample_splits,
     make_splits,
-    random_indices,
-    read_indices,
-    resolve_classes,
+    request_rows,
 )
-from .engine import recalibrate_bn
-from .metrics.evaluate import avg_gap, outputs, quality
+from ..engine.context import Context
+from ..engine.loop import recalibrate_bn
+from ..metrics.evaluate import avg_gap, outputs, quality
 
 
 def forget_rows(forget: C.ForgetConfig, data: ImageData) -> tuple[list[int] | None, torch.Tensor]:
     """(forgotten classes or None for a request of samples, boolean mask of the forget set over the train set),
     read from the train labels alone."""
-    n = len(data.y_train)
-    if forget.fraction is not None or forget.indices is not None:
-        index = random_indices(n, forget.fraction, forget.seed) if forget.fraction is not None else read_indices(forget.indices, n)
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[index] = True
-        return None, mask
-    requested = [c for r in forget.sequence for c in r] if forget.sequence is not None else forget.classes
-    classes = resolve_classes(requested, data.classes)
-    return classes, torch.isin(data.y_train.cpu(), torch.tensor(classes, dtype=data.y_train.dtype))
+    classes, rows = request_rows(forget, data.y_train, data.classes)
+    mask = torch.zeros(len(data.y_train), dtype=torch.bool)
+    mask[rows] = True
+    return classes, mask
 
 
 def carve(data: ImageData, cfg: C.ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor, list[int] | None, torch.Tensor]:
     """(kept train rows, validation rows, forgotten classes or None, forget mask over the train set)."""
     classes, forget = forget_rows(cfg.forget, data)
     eligible = torch.ones_like(forget) if classes is not None else ~forget  # samples to forget stay to be forgotten
-    from .data.splits import validation_index
+    from ..data.splits import validation_index
 
     val = validation_index(data.y_train, eligible, cfg.eval.val_fraction, cfg.eval.val_seed)
     keep = torch.ones(len(forget), dtype=torch.bool)

@@ -17,14 +17,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def atomic_write(path: str | Path, data: str | bytes | Callable[[str], None]) -> None:
     """Write `data` (text, bytes, or a function that writes the file at the path it is given) to a temporary
     file beside `path`, then rename it to `path`, readable as the umask allows (0644 under umask 022). On any error
     the temporary file is removed and the error raised. With several processes only rank 0 writes."""
-    from .dist import world
+    from ..world import world
 
     if not world().main:
         return

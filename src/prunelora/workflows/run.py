@@ -16,23 +16,23 @@ from pathlib import Path
 
 from torch import nn
 
-from . import config as C
-from . import dist
-from .checkpoints import save_checkpoint, tensors_digest
-from .data import Splits, make_splits, resolve_classes
-from .environment import environment, setup_of
+from .. import config as C
+from ..data import Splits, make_splits, resolve_classes
+from ..engine import dist
+from ..methods import UnlearnTask
+from ..metrics.evidence import EvidenceInput
+from ..metrics.scoring import add_comparisons, combine_metrics, evaluate_model
+from ..models import create_model
+from ..models.pruning import match_shapes
+from ..report.write import write_results
+from ..store.checkpoints import save_checkpoint, tensors_digest
+from ..store.environment import environment, setup_of
+from ..store.files import check_cache_dir, check_outputs
+from ..store.lock import out_lock
+from ..store.resume import RUN_FILES, RUN_FOLDERS, Progress, run_inputs
 from .experiment import Experiment, model_facts, open_experiment, train_original
-from .files import check_cache_dir, check_outputs
-from .lock import out_lock
-from .methods import UnlearnTask
-from .methods.run import retrain_reference, unlearn_one
-from .metrics.evidence import EvidenceInput
-from .metrics.scoring import add_comparisons, combine_metrics, evaluate_model
-from .models import create_model
-from .pruning import match_shapes
-from .report.write import RUN_FILES, RUN_FOLDERS, write_results
 from .resolve import resolve_config
-from .resume import Progress, run_inputs
+from .unlearn import retrain_reference, unlearn_one
 
 
 def run(

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
 from .files import atomic_write, sha256_file, to_json
 
 
 class Progress:
     def __init__(self, out: str | Path, config: dict, force: bool = False, setup: dict | None = None,
                  inputs: dict | None = None, log=print):
-        from .dist import world
+        from ..world import world
 
         self.dir = Path(out) / "progress"
         self.config, self.config_path, self.started = config, Path(out) / "config.yaml", False
@@ -154,11 +154,15 @@ def run_inputs(cfg, data) -> dict:
     return inputs
 
 
-def clear_run(out: Path) -> None:
-    """Remove what a run wrote in `out`: its files (`report.write.RUN_FILES`), progress/ and models/, and the
-    temporary files of writes that were interrupted. Anything else there stays."""
-    from .report.write import RUN_FILES, RUN_FOLDERS
+# what a run writes in its --out (report.write writes the files): what --force removes, what is checked writable
+RUN_FILES = ("config.yaml", "results.md", "results.json", "report.md", "report.csv", "report.tex", "bars.png",
+             "curves.png")
+RUN_FOLDERS = ("progress", "models")
 
+
+def clear_run(out: Path) -> None:
+    """Remove what a run wrote in `out`: its files (RUN_FILES), progress/ and models/, and the temporary files of
+    writes that were interrupted. Anything else there stays."""
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
     for folder in RUN_FOLDERS:

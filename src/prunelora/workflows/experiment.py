@@ -16,28 +16,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import cache, dist
-from . import config as C
-from .checkpoints import load_weights, read_state_dict
-from .context import Context, pick_device, seed_everything, set_threads
-from .data import (
+from .. import config as C
+from ..data import (
     DATASETS,
     ImageData,
     Splits,
     load_dataset,
-    make_sample_splits,
-    make_splits,
-    random_indices,
-    read_indices,
-    resolve_classes,
 )
-from .engine import fit, recipe_from
-from .errors import UserError
-from .meter import CostMeter
-from .methods import METHODS, UnlearnTask
-from .methods.variants import base_method, variant_config
-from .models import TIMM_PREFIX, arch_of, check_timm_name, classifier_name, create_model, get_spec, select_layers
-from .pruning import removal_roots
+from ..data import request_splits as data_request_splits
+from ..engine import dist
+from ..engine.context import Context, pick_device, seed_everything, set_threads
+from ..engine.loop import fit, recipe_from
+from ..engine.meter import CostMeter
+from ..errors import UserError
+from ..methods import METHODS, UnlearnTask
+from ..methods.variants import base_method, variant_config
+from ..models import TIMM_PREFIX, arch_of, check_timm_name, classifier_name, create_model, get_spec, select_layers
+from ..models.pruning import removal_roots
+from ..store import cache
+from ..store.checkpoints import load_weights, read_state_dict
 from .resolve import check_out, memory_available, resolve_config
 from .validation import Validation, selection_data
 
@@ -309,15 +306,8 @@ def prepare_all(cfg: C.ExperimentConfig, device: torch.device | None = None
 
 
 def request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
-    """The splits of a deletion request: whole classes, or samples (a random fraction or listed indices)."""
-    n = len(data.y_train)
-    if forget.fraction is not None:
-        return make_sample_splits(data.y_train, data.y_test, random_indices(n, forget.fraction, forget.seed))
-    if forget.indices is not None:
-        return make_sample_splits(data.y_train, data.y_test, read_indices(forget.indices, n))
-    if forget.sequence is not None:  # the classes of every request together
-        return make_splits(data.y_train, data.y_test, resolve_classes([c for request in forget.sequence for c in request], data.classes))
-    return make_splits(data.y_train, data.y_test, resolve_classes(forget.classes, data.classes))
+    """The splits of a deletion request on `data` (data/splits.py reads the request)."""
+    return data_request_splits(forget, data.y_train, data.y_test, data.classes)
 
 
 def model_facts(data: ImageData, channels_removed: bool = False) -> dict:

@@ -11,12 +11,12 @@ import zlib
 
 from torch import nn
 
-from ..context import Context, seed_everything
-from ..meter import CostMeter
+from ..engine.context import Context, seed_everything
+from ..engine.meter import CostMeter
+from ..methods.protocol import UnlearnTask
+from ..methods.variants import method_task
 from ..metrics.curves import learning_curve
-from ..validation import BestEpoch, Validation, both
-from .protocol import UnlearnTask
-from .variants import method_task
+from .validation import BestEpoch, Validation, both
 
 
 def method_seed(seed: int, name: str) -> int:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from ..errors import UserError
 from .files import atomic_write
 
 if TYPE_CHECKING:
@@ -33,9 +33,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dic
     import yaml
     from safetensors.torch import save_file
 
-    from . import dist
+    from ..world import world
 
-    if not dist.world().main:  # the state's copy to the CPU only where it is written
+    if not world().main:  # the state's copy to the CPU only where it is written
         return
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

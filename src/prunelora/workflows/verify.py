@@ -19,11 +19,11 @@ import re
 import struct
 from pathlib import Path
 
-from . import config as C
-from .checkpoints import read_config
-from .errors import UserError
-from .files import atomic_write, check_outputs, same_path, sha256_file, to_json
-from .report.summary import md
+from .. import config as C
+from ..errors import UserError
+from ..report.summary import md
+from ..store.checkpoints import read_config
+from ..store.files import atomic_write, check_outputs, same_path, sha256_file, to_json
 from .resolve import check_out, checkpoint_config
 
 RECEIPT_FILES = ("receipt.json", "receipt.md")
@@ -136,9 +136,9 @@ def verify(before, after, request, out, reference=None, overrides=(), config_fil
     """Check a deletion and write OUT/receipt.json and OUT/receipt.md; returns the receipt ("passed": all checks)."""
     cfg, req, files = check_inputs(before, after, request, out, reference, overrides, config_file)
 
-    from .environment import environment
+    from ..metrics.evaluate import outputs
+    from ..store.environment import environment
     from .experiment import make_context
-    from .metrics.evaluate import outputs
 
     ctx = make_context(cfg, progress=False)
     data, splits = _splits(cfg, req, ctx)
@@ -165,7 +165,7 @@ def _splits(cfg: C.ExperimentConfig, req: dict, ctx):
     """The data (checked against the model's classes) and the request's splits."""
     import torch
 
-    from .data import load_dataset, make_sample_splits, make_splits, resolve_classes
+    from ..data import load_dataset, make_sample_splits, make_splits, resolve_classes
 
     data = load_dataset(cfg.data)
     data = data.to(ctx.device) if ctx.device.type == "cuda" else data
@@ -182,8 +182,8 @@ def _splits(cfg: C.ExperimentConfig, req: dict, ctx):
 
 
 def _model(path: str, data, ctx):
-    from .api import load_module
-    from .models import classifier_name
+    from ..models import classifier_name
+    from .checkpoint import load_module
 
     model = load_module(path)
     head = model.get_submodule(classifier_name(model)).out_features
@@ -206,8 +206,8 @@ def _checks(outs: dict, data, splits, v: C.VerifyConfig, seed: int) -> tuple[lis
     after-model was compared with."""
     import numpy as np
 
-    from .metrics.attack import logit_confidence, membership_accuracy
-    from .metrics.evaluate import accuracy
+    from ..metrics.attack import logit_confidence, membership_accuracy
+    from ..metrics.evaluate import accuracy
 
     y_train, y_test = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
     f, r, t = splits.forget.numpy(), splits.retain.numpy(), splits.test_retain.numpy()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import dist
+from ..world import world
 
 
 def _version(package: str) -> str | None:
@@ -19,7 +19,7 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         if package == "prunelora":  # run from a source tree (PYTHONPATH=src), not installed
-            from . import __version__
+            from .. import __version__
 
             return f"{__version__} (source tree)"
         return None
@@ -53,6 +53,6 @@ def environment(device: torch.device, memory_kind: str) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
-        "world_size": dist.world().size,  # processes; time and memory are rank 0's
+        "world_size": world().size,  # processes; time and memory are rank 0's
         "memory_measure": memory_kind,
     }

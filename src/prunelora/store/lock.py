@@ -16,7 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
+from ..world import world
 
 
 class EntryLock:
@@ -79,11 +80,6 @@ def wait_for(lock: EntryLock, what: str) -> None:
         lock.acquire(wait=True)
 
 
-def _main_rank() -> bool:
-    """Rank 0 or a single process, read as `dist.world` reads it (without PyTorch: tune locks before it loads)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
-
-
 @contextlib.contextmanager
 def out_lock(out: str | Path, flag: str = "--out") -> Iterator[None]:
     """Hold OUT/.lock while a command writes in `out`; a second command there is a UserError naming the first's pid.
@@ -97,7 +93,7 @@ def out_lock(out: str | Path, flag: str = "--out") -> Iterator[None]:
     except OSError:
         created = False
     lock = EntryLock(out / ".lock")
-    if _main_rank() and out.is_dir() and not lock.acquire(wait=False):
+    if world().main and out.is_dir() and not lock.acquire(wait=False):
         raise UserError(f"{flag} '{out}' is in use by {lock.holder()}, another prunelora command writing there; "
                         f"wait for it to finish, or pass another {flag}")
     try:

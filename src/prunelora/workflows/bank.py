@@ -18,9 +18,9 @@ import zlib
 import numpy as np
 
 from ..config import SEED_MAX, to_dict
-from ..meter import CostMeter
-from .evaluate import outputs
-from .evidence import EvidenceInput, shadow_model
+from ..engine.meter import CostMeter
+from ..metrics.evaluate import outputs
+from ..metrics.evidence import EvidenceInput, shadow_model
 
 Outputs = tuple[np.ndarray, np.ndarray]  # (train logits, test logits) of one model
 
@@ -55,9 +55,9 @@ def ensemble(own: Outputs, inputs: EvidenceInput) -> tuple[list[Outputs], list[O
 
 def unlearned_model(inputs: EvidenceInput, k: int):
     """The method of `inputs` run on original k (trained or read from the model cache), seeded with its seed."""
-    from ..experiment import train_original
     from ..methods import UnlearnTask
-    from ..methods.run import unlearn_one
+    from .experiment import train_original
+    from .unlearn import unlearn_one
 
     seed = quality_seed(inputs.experiment.seed, k)
     cfg = dataclasses.replace(inputs.experiment, seed=seed, seeds=[],

@@ -9,16 +9,16 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from . import config as C
-from .checkpoints import read_config
-from .data.catalog import DATASETS, class_names, default_forget
-from .data.splits import class_index, parse_indices
-from .errors import UserError
-from .files import check_out_dir, same_path
-from .methods.catalog import METHODS
-from .methods.variants import base_method, resolve_methods, variant_config
-from .metrics.catalog import EVIDENCE
-from .models.presets import arch_of, get_spec
+from .. import config as C
+from ..data.catalog import DATASETS, class_names, default_forget
+from ..data.splits import class_index, parse_indices
+from ..errors import UserError
+from ..methods.catalog import METHODS
+from ..methods.variants import base_method, resolve_methods, variant_config
+from ..metrics.catalog import EVIDENCE
+from ..models.presets import arch_of, get_spec
+from ..store.checkpoints import read_config
+from ..store.files import check_out_dir, same_path
 
 ENSEMBLE_METRICS = ("forgetting_quality", "klom")  # evidence that unlearns originals of other seeds: needs a method
 

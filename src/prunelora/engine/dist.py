@@ -9,35 +9,11 @@ so that every metric covers the whole set, and only rank 0 writes files and show
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.size > 1
-
-
-def world() -> World:
-    """This process's place, from the launcher's environment (a single process when there is none)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
-    return World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+from ..world import World, world
 
 
 def init(device_type: str) -> World:
