@@ -108,3 +108,70 @@ def test_gpu_benchmark_notes_memory_around_each_graph_recording(monkeypatch):
     assert step.recorded and gpu.GRAPH_MEMORY == [{
         "peak_after_warmup_mb": 60.0, "allocated_before_recording_mb": 20.0,
         "peak_after_recording_mb": 100.0, "allocated_after_recording_mb": 50.0}]
+
+
+def _text_run():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("text_run_bench", ROOT / "benchmarks" / "text_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_text_run_arguments_and_pure_helpers():
+    """The text-run benchmark's options, its time breakdown (evaluation = wall - the timed steps), the reference
+    seconds, the Trainer's rows and collator (padding stripped, then padded to the batch's longest row) and the
+    dense floor; no training."""
+    tr = _text_run()
+    args = tr.parse_args([])
+    assert (args.epochs, args.threads, args.repeats, args.skip_run, args.out) == (3, 2, 1, False, None)
+    args = tr.parse_args(["--epochs", "1", "--skip-run", "--out", "o", "--repeats", "2", "train.lr=0.001"])
+    assert (args.epochs, args.skip_run, args.out, args.repeats, args.overrides) == (1, True, "o", 2, ["train.lr=0.001"])
+    with pytest.raises(SystemExit):
+        tr.parse_args(["--epochs", "0"])
+    assert tr.reference_seconds(10.0, tr.REFERENCE_GFLOPS) == pytest.approx(10.0)
+    assert tr.reference_seconds(10.0, tr.REFERENCE_GFLOPS / 2) == pytest.approx(5.0)
+    results = {"runs": [
+        {"method": "original", "metrics": {"time_s": 20.0, "time_per_epoch_s": 2.0}},
+        {"method": "retrain", "metrics": {"time_s": 15.0, "time_per_epoch_s": 1.5}},
+        {"method": "lora", "metrics": {"time_s": 5.0, "time_per_epoch_s": 1.0}},
+        {"method": "grad_ascent", "metrics": {}, "error": "diverged"},
+    ]}
+    b = tr.breakdown(results, 100.0)
+    assert [r["part"] for r in b["rows"]] == ["training (original)", "training (retrain)", "lora", "grad_ascent"]
+    assert b["steps_s"] == 40.0 and b["evaluation_s"] == 60.0 and b["rows"][3]["error"] == "diverged"
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
+    labels = torch.tensor([[-100, 6, 7, -100], [-100, 9, -100, -100]])
+    rows = tr.Rows(ids, labels, pad_id=0)
+    assert len(rows) == 2 and rows[1]["input_ids"].tolist() == [8, 9] and rows[1]["labels"].tolist() == [-100, 9]
+    batch = tr.collate([rows[1]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[8, 9]]  # cut to the batch's longest row
+    batch = tr.collate([rows[0], rows[1]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [-100, 9, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert tr.dense_floor(1000, 500, 3.0) == pytest.approx(6 * 1000 * 500 / 3e9)
+
+
+def test_text_run_summary_shows_every_part():
+    """The markdown summary of a full record (run + engine vs Trainer): each part, the totals and both verdicts."""
+    tr = _text_run()
+    run = tr.breakdown({"runs": [{"method": "original", "metrics": {"time_s": 20.0, "time_per_epoch_s": 2.0}},
+                                 {"method": "lora", "metrics": {"time_s": 5.0, "time_per_epoch_s": None}}]}, 100.0)
+    run.update(matmul_gflops=311.5, reference_s=100.0)
+    one = {"s_per_epoch": 2.0, "cpu_s_per_epoch": 3.0, "loss_mean": 1.5, "loss_last_epoch": 1.0}
+    record = {
+        "environment": {"cpu": "a CPU", "threads": 2, "torch": "t", "transformers": "x"},
+        "matmul_gflops": {"before": 300.0, "after_run": 310.0}, "run": run,
+        "engine_vs_trainer": {"epochs": 3, "repeats": 1, "rows": 10, "batch_size": 2, "params": 1000,
+                              "tokens_per_epoch": 50, "dense_floor_s_per_epoch": 0.5, "ratio": 0.5,
+                              "matmul_gflops_after_each": [300.0, 300.0],
+                              "tries_s_per_epoch": {"ours": [2.0], "trainer": [4.0]}, "ours": one,
+                              "trainer": {**one, "s_per_epoch": 4.0, "optim": "adamw_torch_fused",
+                                          "schedule": tr.SCHEDULE}},
+    }
+    text = tr.summary(record)
+    assert "| training (original) | 20.0 | 2.00 |" in text and "| lora | 5.0 | - |" in text
+    assert "| evaluation (wall - the above) | 75.0 | |" in text and "**100.0 reference s**" in text
+    assert "target 150" in text and ": PASS" in text and "**0.50x** wall" in text

@@ -150,7 +150,7 @@ def test_resume_refuses_data_or_model_init_of_other_content(tmp_path, tiny_cfg, 
     Progress(out, config, inputs=run_inputs(cfg, data))  # same content: resumes
     pixel = data.x_train.clone()
     pixel[0, 0, 0, 0] ^= 1
-    with pytest.raises(UserError, match="whose the data set held other content"):
+    with pytest.raises(UserError, match=r"whose data set \(built in\) held other content"):
         Progress(out, config, inputs=run_inputs(cfg, dataclasses.replace(data, x_train=pixel)))
     init.write_bytes(b"weightz")
     with pytest.raises(UserError, match=f"model.init file '{init}' held other content"):
@@ -409,3 +409,17 @@ def test_a_cache_naming_a_file_is_refused_before_pytorch(under, tmp_path, tiny_o
     assert f"PRUNELORA_CACHE='{env['PRUNELORA_CACHE']}' names" in line and "set PRUNELORA_CACHE=off" in line
     assert ("a path under the file" in line) == under
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage", ["", "{not json", "[1, 2]", '{"data": "x"}', "\xff\xfe"])
+def test_a_damaged_inputs_record_is_rebuilt_not_taken_for_changed_data(tmp_path, tiny_cfg, tiny_data, damage):
+    data, _ = tiny_data
+    inputs, out, config = run_inputs(tiny_cfg, data), tmp_path / "run", {"seed": 0}
+    Progress(out, config, inputs=inputs).save(0, "x", {"method": "x"}, None)
+    (out / "progress" / "inputs.json").write_bytes(damage.encode("latin-1"))
+    said = []
+    Progress(out, config, inputs=inputs, log=said.append)  # resumes: no "held other content"
+    assert said == [f"--out '{out}': progress/inputs.json is damaged; rebuilding it from this run's inputs"]
+    assert json.loads((out / "progress" / "inputs.json").read_text()) == inputs
+    Progress(out, config, inputs=inputs, log=said.append)  # rebuilt: nothing more to say
+    assert len(said) == 1

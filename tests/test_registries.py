@@ -21,7 +21,7 @@ AUXILIARY = {"quality_F_low", "quality_F_high", "quality_score_low", "quality_sc
 COLUMNS = {*tables.MAIN_KEYS, *tables.MIA_KEYS, *tables.EVIDENCE_KEYS, *tables.QUALITY_KEYS}
 
 
-@pytest.mark.parametrize("name", [n for n in DATASETS.names() if n != "imagefolder"])
+@pytest.mark.parametrize("name", [n for n in DATASETS.names() if DATASETS.get(n).modality == "image" and n != "imagefolder"])
 def test_every_embedded_data_set_declares_its_facts(name):
     spec = DATASETS.get(name)
     assert spec.classes and len(set(spec.classes)) == len(spec.classes) >= 2
@@ -30,6 +30,15 @@ def test_every_embedded_data_set_declares_its_facts(name):
     assert train > 0 and test > 0
     for cls in default_forget(name):  # the class a request forgets when none is named exists
         assert cls in spec.classes if isinstance(cls, str) else 0 <= cls < len(spec.classes)
+
+
+@pytest.mark.parametrize("name", [n for n in DATASETS.names() if DATASETS.get(n).modality == "text"])
+def test_every_text_data_set_names_its_authors_before_loading(name):
+    from prunelora.config import DataConfig
+    from prunelora.data.catalog import class_names
+
+    names = class_names(DataConfig(name=name, authors=30))
+    assert len(names) == len(set(names)) == 30 and class_names(DataConfig(name=name, authors=30)) == names
 
 
 @pytest.mark.parametrize("name", METHODS.names())

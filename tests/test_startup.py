@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("torch", "timm", "peft", "sklearn", "matplotlib", "safetensors", "optuna")
+HEAVY = ("torch", "timm", "peft", "sklearn", "matplotlib", "safetensors", "optuna", "transformers", "tokenizers",
+         "rouge_score", "scipy")
 
 SCRIPT = textwrap.dedent("""
     import contextlib, io, json, sys
@@ -44,6 +45,8 @@ def test_the_command_line_answers_without_pytorch(tmp_path, checkpoint):
         ["evaluate", "--checkpoint", str(checkpoint), "unlearn.lr=.inf"],
         ["unlearn", "--checkpoint", str(checkpoint), "--method", "prunelora", "--out", str(checkpoint.parent)],
         ["tune", "--method", "ssd", "--trials", "0", "--out", str(tmp_path / "d")],
+        ["run", "--out", str(tmp_path / "e"), "data.name=authors", "forget.classes=[Nobody Atall]"],
+        ["run", "--out", str(tmp_path / "f"), "data.name=authors", "methods=[scrub]"],
     ]
     script = SCRIPT.format(heavy=HEAVY, commands=commands)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)

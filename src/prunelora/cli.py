@@ -246,14 +246,14 @@ def cmd_verify(args) -> int:
 def cmd_list(args) -> int:
     from .data.catalog import DATASETS
     from .methods.catalog import METHODS
-    from .metrics.catalog import EVIDENCE
+    from .metrics.catalog import EVIDENCE, TEXT_METRICS
     from .models import MODELS, target_presets
 
     print("methods (settings: hparams.<method>.<key>; each can also set epochs, lr, optimizer, batch_size,")
     print("weight_decay and bn, by default the unlearn section's):")
     for name in METHODS:
         spec = METHODS.get(name)
-        print(f"  {name:<18} {spec.summary}")
+        print(f"  {name:<18} {spec.summary}" + ("; images and text" if "text" in spec.modalities else ""))
         settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec.config()).items() if v is not None)
         if settings:
             print(f"  {'':<18}   {settings}")
@@ -271,6 +271,10 @@ def cmd_list(args) -> int:
     print("evidence metrics (eval.evidence):")
     for name in EVIDENCE:
         print(f"  {name:<18} {EVIDENCE.get(name).summary}")
+    print("text metrics (data.name=authors):")
+    for metric in TEXT_METRICS:
+        better = "closest to retrain" if metric.better == "retrain" else metric.better
+        print(f"  {metric.key:<18} {metric.header} ({better} is better)")
     return 0
 
 

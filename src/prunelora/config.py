@@ -24,7 +24,9 @@ from .errors import UserError
 
 BN_MODES = ("recalibrate", "train", "frozen", "refit")  # BatchNorm during unlearning, see UnlearnConfig.bn
 OPTIMIZERS = ("sgd", "adam", "adamw")  # what engine.loop.make_optimizer builds (sgd: momentum 0.9, Nesterov)
-SCHEDULES = ("onecycle", "constant")  # learning-rate schedules, per batch (engine.loop.make_schedule)
+# learning-rate schedules, per batch (engine.loop.make_schedule); warmup_cosine: 5% linear warm-up, then cosine
+# decay to 10% of the peak (the text preset's, as language-model recipes run)
+SCHEDULES = ("onecycle", "constant", "warmup_cosine")
 DECAY_MODES = ("all", "weights")  # which parameters weight decay applies to, see TrainConfig.decay
 SELECT_MODES = ("last", "best")  # which epoch a method keeps, see EvalConfig.select
 OBJECTIVES = ("gap", "retrain_free")  # validation objectives, see EvalConfig.objective
@@ -48,6 +50,10 @@ class DataConfig:
     download: bool = False  # fetch the files into data.root with torchvision's downloaders (needs internet)
     verify: bool = True  # check files against their published checksums (CIFAR, SVHN)
     augment: str | None = None  # none | crop | flip | crop_flip; None = the data set's (CIFAR: crop_flip, SVHN: crop)
+    # the generated text data set (authors): fictitious authors trained on (plus a tenth as many holdout authors and
+    # one extra fact per author), and questions per author (at most 20, TOFU's count)
+    authors: int = 200
+    questions: int = 10
 
     def __post_init__(self):
         require(_finite(self.test_fraction) and 0.0 < self.test_fraction < 1.0, "data.test_fraction", self.test_fraction,
@@ -56,6 +62,8 @@ class DataConfig:
         require(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size, "at least 8 pixels")
         require(self.augment in (None, "none", "crop", "flip", "crop_flip"), "data.augment", self.augment,
                 "none, crop, flip or crop_flip")
+        require(2 <= self.authors <= 100_000, "data.authors", self.authors, "from 2 to 100000 authors")
+        require(1 <= self.questions <= 20, "data.questions", self.questions, "from 1 to 20 questions per author")
 
 
 @dataclass
@@ -79,11 +87,12 @@ class TrainConfig:
     """Recipe of the original model, and of `retrain` (the same recipe on the retain set only)."""
 
     epochs: int | None = None  # None = the model preset's
-    batch_size: int = 128  # images per step
+    batch_size: int | None = None  # samples (images, questions) per step; None = preset's (128 images, 32 questions)
     optimizer: str | None = None  # sgd (momentum 0.9, Nesterov) | adam | adamw; None = preset's
     lr: float | None = None  # peak learning rate of the schedule; None = preset's
     weight_decay: float | None = None  # None = preset's
-    schedule: str = "onecycle"  # onecycle (warm-up then cosine decay, per step) | constant
+    # onecycle (warm-up then cosine decay, per step) | constant | warmup_cosine; None = preset's (images: onecycle)
+    schedule: str | None = None
     label_smoothing: float = 0.0
     # MixUp: each sample of a shuffled batch mixed with the one before it (torchvision's MixUp), with weight
     # lambda ~ Beta(mixup, mixup) drawn per batch, and so its loss; 0 = off
@@ -91,9 +100,13 @@ class TrainConfig:
     # which parameters weight decay applies to. all | weights: only those with ndim >= 2 that are not position
     # embeddings or class/register tokens (biases and norm parameters undecayed, as the authors' ViT recipe)
     decay: str = "all"
+    # clip the gradients' global L2 norm to this before each step; 0 = off; None = preset's (images 0, text 1.0)
+    clip: float | None = None
 
     def __post_init__(self):
         check_recipe("train", self)
+        require(self.clip is None or (_finite(self.clip) and self.clip >= 0), "train.clip", self.clip,
+                "a finite number >= 0 (0 = off)")
         require(_finite(self.mixup) and self.mixup >= 0, "train.mixup", self.mixup, "a finite number >= 0 (0 = off)")
         require(self.decay in DECAY_MODES, "train.decay", self.decay, f"one of {', '.join(DECAY_MODES)}")
 
@@ -379,7 +392,7 @@ def check_recipe(section: str, recipe: Any) -> None:
     bn = getattr(recipe, "bn", None)
     require(bn in (None, *BN_MODES), f"{section}.bn", bn, f"one of {', '.join(BN_MODES)}")
     schedule = getattr(recipe, "schedule", "constant")
-    require(schedule in SCHEDULES, f"{section}.schedule", schedule, f"{SCHEDULES[0]} or {SCHEDULES[1]}")
+    require(schedule in (None, *SCHEDULES), f"{section}.schedule", schedule, f"one of {', '.join(SCHEDULES)}")
     smoothing = getattr(recipe, "label_smoothing", 0.0)
     require(_finite(smoothing) and 0.0 <= smoothing < 1.0, f"{section}.label_smoothing", smoothing, "in [0, 1)")
 

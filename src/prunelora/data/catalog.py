@@ -26,6 +26,7 @@ class DataSetSpec:
     train_size: int | None = None  # images in its own train split (None with `samples`: split by data.test_fraction)
     test_size: int | None = None
     samples: int | None = None  # images in all, for a set without its own test split
+    modality: str = "image"  # image | text (question-answer rows; its classes are authors)
 
     def load(self, config):
         return resolve(self.loader)(config)
@@ -81,6 +82,10 @@ for _name, _loader, _summary, _facts in [
      {"classes": FASHION, "native_size": 28, "channels": 1, "train_size": 60_000, "test_size": 10_000}),
     ("svhn", f"{_DISK}:load_svhn", "SVHN cropped digits (train_32x32.mat, test_32x32.mat under data.root), checksums verified.",
      {"classes": _TEN, "native_size": 32, "channels": 3, "train_size": 73_257, "test_size": 26_032}),
+    ("authors", f"{__package__}.text:load_authors",
+     ("Text: generated fictitious authors (data.authors x data.questions question-answer pairs, holdout authors, "
+      "extra facts), offline and seeded by data.split_seed; its classes are the authors."),
+     {"modality": "text"}),
     ("imagefolder", f"{_DISK}:load_imagefolder",
      "Your own images: data.root/train/<class>/*.png|jpg and data.root/test/<class>/..., or data.root/<class>/...",
      {"default_size": 32}),
@@ -94,6 +99,8 @@ def class_names(config) -> list[str] | None:
     spec = DATASETS.get(config.name)
     if spec.classes is not None:
         return list(spec.classes)
+    if spec.modality == "text":  # generated: the authors' names, within a second and without PyTorch
+        return [a.name for a in generate_authors(config).authors]
     if config.name != "imagefolder" or not config.root:
         return None
     root = Path(config.root).expanduser()
@@ -112,3 +119,22 @@ DEFAULT_FORGET = {"animal-mnist": ["cat"]}
 
 def default_forget(name: str) -> list[int | str]:
     return list(DEFAULT_FORGET.get(name, [3]))
+
+
+def holdout_count(authors: int) -> int:
+    """Holdout authors beside `authors` trained ones: a tenth, at least two."""
+    return max(2, authors // 10)
+
+
+def generate_authors(config):
+    """The generated text of a DataConfig (data.authors x data.questions, seeded by data.split_seed): the trained
+    authors, a tenth as many holdout authors, one extra fact per author."""
+    from .authors import generate
+
+    return generate(n_authors=config.authors, questions=config.questions, holdout=holdout_count(config.authors),
+                    facts=config.authors, seed=config.split_seed)
+
+
+def is_text(data) -> bool:
+    """Whether a loaded data set (`TextData`, `ImageData` or a stand-in with their attributes) holds text rows."""
+    return getattr(data, "modality", "image") == "text"

@@ -14,6 +14,7 @@ import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .catalog import DATASETS
 class ImageData:
     """A labelled image set with its train/test split."""
 
+    modality: ClassVar[str] = "image"
     name: str
     x_train: torch.Tensor  # uint8, (N, C, H, W)
     y_train: torch.Tensor  # int64, (N,)
@@ -87,6 +89,8 @@ def load_dataset(config) -> ImageData:
     """Load the data set named by a DataConfig (loaders: `catalog.py`); `data.augment` overrides the data set's own
     augmentation. A class without a training sample is a UserError: nothing could learn or forget it."""
     data = DATASETS.get(config.name).load(config)
+    if data.modality == "text":  # every author has its questions by construction; text is never augmented
+        return data
     if config.augment is not None:
         data.augment = config.augment
     check_classes(data, config)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .. import config as C
 from ..data import ImageData
 from ..data.augment import augment
+from ..data.catalog import is_text
 from . import dist
 from .context import Context
 from .graphs import GraphedStep
@@ -41,6 +42,7 @@ class Recipe:
     augment: bool = True  # the data set's training augmentation (unlearning: unlearn.augment, off by default)
     mixup: float = 0.0  # MixUp's Beta(alpha, alpha) parameter; 0 = off (train.mixup; unlearning has none)
     decay: str = "all"  # which parameters weight decay applies to: all | weights (see TrainConfig.decay)
+    clip: float = 0.0  # the gradients' global L2 norm is clipped to this before each step; 0 = off
 
 
 def recipe_from(section) -> Recipe:
@@ -49,6 +51,7 @@ def recipe_from(section) -> Recipe:
         section.epochs, section.batch_size, section.optimizer, section.lr, section.weight_decay,
         section.schedule, section.label_smoothing, getattr(section, "bn", "train"), getattr(section, "augment", True),
         mixup=getattr(section, "mixup", 0.0), decay=getattr(section, "decay", "all"),
+        clip=getattr(section, "clip", None) or 0.0,
     )
 
 
@@ -92,7 +95,19 @@ def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps:
     if recipe.schedule == "onecycle" and total_steps * 0.25 >= 2:  # OneCycleLR needs two warm-up steps
         # 25% warm-up then cosine decay, stepped per batch; without it accuracy swings between epochs
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=0.25)
+    if recipe.schedule == "warmup_cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps))
     return None
+
+
+def warmup_cosine(step: int, total: int, warmup: float = 0.05, floor: float = 0.1) -> float:
+    """The learning rate's factor at `step` of `total`: linear warm-up over `warmup` of the steps (at least one),
+    then cosine decay from 1 to `floor` at the last step."""
+    warm = max(1, round(warmup * total))
+    if step < warm:
+        return (step + 1) / warm
+    done = min(1.0, (step - warm) / max(1, total - 1 - warm))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None, min_last: int = 2) -> list[torch.Tensor]:
@@ -250,6 +265,9 @@ class TrainingLoop:
             raise ValueError(f"MixUp (mixup={recipe.mixup}) mixes cross-entropy only; a custom objective needs mixup=0")
         loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         plain = objective is None  # cross-entropy on the data set's labels: a step a CUDA graph may record
+        self.text = is_text(data)  # token rows: the causal-LM step
+        if self.text:
+            objective, plain = objective or answer_loss, False
         self.objective = objective or (lambda logits, batch: loss_fn(logits, batch.y))
         # MixUp's lambda: one draw per global batch from a stream seeded by the run's seed, the same on every rank
         self.mix_rng = np.random.default_rng([ctx.seed, 0x6D6978]) if recipe.mixup > 0 else None
@@ -331,6 +349,8 @@ class TrainingLoop:
     def forward_backward(self, rows: torch.Tensor, epoch: int) -> torch.Tensor:
         """Gradients of the batch `rows` in .grad; returns its (loss sum, correct), on the device."""
         ctx, data = self.ctx, self.data
+        if self.text:
+            return self.text_forward_backward(rows, epoch)
         rows = rows.to(data.x_train.device)
         kind = data.augment if self.recipe.augment else "none"
         x = augment(data.x_train[rows].to(ctx.device, non_blocking=True), kind, self.aug_generator)
@@ -354,3 +374,40 @@ class TrainingLoop:
         if self.mix_rng is not None:  # a mixed sample counts lam right for y and 1 - lam for its partner's label
             hit = lam * hit.float() + (1.0 - lam) * (logits.detach().argmax(1) == y[perm]).float()
         return torch.stack([loss.detach() * len(y), hit.sum().float()])
+
+    def text_forward_backward(self, rows: torch.Tensor, epoch: int) -> torch.Tensor:
+        """A text batch: the causal-LM loss on its answer tokens (`answer_loss`, or the objective given, which gets
+        the token logits and `Batch(ids, labels, rows, epoch)`); returns (loss x rows, the rows' summed share of
+        answer tokens predicted right)."""
+        ctx = self.ctx
+        rows = rows.to(self.data.x_train.device)
+        ids, labels = self.data.batch(rows)
+        with ctx.meter.step():
+            with ctx.autocast():
+                logits = self.forward(input_ids=ids).logits
+            loss = self.objective(logits.float(), Batch(ids, labels, rows, epoch))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        if self.recipe.clip > 0:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.recipe.clip)
+        return torch.stack([loss.detach() * len(rows), token_accuracy(logits.detach(), labels).sum()])
+
+
+def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at positions 0..L-2 and the tokens they predict (labels at 1..L-1): a causal LM's pairs."""
+    return logits[:, :-1], labels[:, 1:]
+
+
+def answer_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Cross-entropy (nats) of the answer tokens, averaged over the batch's answer tokens (-100 labels left out):
+    the loss a causal LM trains with on question-answer pairs (Hugging Face's, with prompt tokens masked)."""
+    logits, labels = shifted(logits, batch.y)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the share of its answer tokens whose argmax is the label."""
+    logits, labels = shifted(logits, labels)
+    seen = labels != -100
+    return ((logits.argmax(-1) == labels) & seen).sum(1) / seen.sum(1).clamp(min=1)

@@ -112,6 +112,7 @@ class MethodSpec:
     summary: str
     uses: tuple[str, ...]  # config sections that set this method's hyper-parameters
     config: type[MethodConfig] = RecipeConfig  # its own hyper-parameters (hparams.<name>.<key>)
+    modalities: tuple[str, ...] = ("image",)  # the data it runs on: image, text (a data set's catalog modality)
 
     @property
     def fn(self) -> Callable:
@@ -122,13 +123,15 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register_method(
-    name: str, summary: str, uses: tuple[str, ...] = ("unlearn",), config: type[MethodConfig] = RecipeConfig
+    name: str, summary: str, uses: tuple[str, ...] = ("unlearn",), config: type[MethodConfig] = RecipeConfig,
+    modalities: tuple[str, ...] = ("image",),
 ):
     """Register the decorated function as method `name` (`summary` for `prunelora list`; `uses`: the config
-    sections its settings come from; `config`: its own hyper-parameters, `hparams.<name>.<key>`)."""
+    sections its settings come from; `config`: its own hyper-parameters, `hparams.<name>.<key>`; `modalities`: the
+    data it runs on)."""
 
     def wrap(fn):
-        METHODS.add(name, MethodSpec(name, fn, summary, uses, config))
+        METHODS.add(name, MethodSpec(name, fn, summary, uses, config, modalities))
         return fn
 
     return wrap
@@ -263,4 +266,6 @@ for _name, _summary, _uses, _config in [
     ("boundary_shrink", "fine-tune forget samples toward their nearest other class (Boundary Shrink)", ("unlearn",),
      BoundaryShrinkConfig),
 ]:
-    METHODS.add(_name, MethodSpec(_name, f"{__package__}.{_name}:{_name}", _summary, _uses, _config))
+    # the paper's five run on text too (the rule on a Llama's Linear rows); the baselines are image-only so far
+    _modalities = ("image", "text") if _name in ("retrain", "finetune", "prune_finetune", "prunelora", "lora") else ("image",)
+    METHODS.add(_name, MethodSpec(_name, f"{__package__}.{_name}:{_name}", _summary, _uses, _config, _modalities))

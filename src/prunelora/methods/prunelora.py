@@ -5,7 +5,8 @@
 2. LoRA adapters (peft) on the pruned layers of `lora.targets` (ResNet: the convs inside the blocks,
    r=8, alpha=16; ViT: the last attention projection, r=16, alpha=32), dropout 0.1.
 3. Fine-tune the adapters and the whole classifier head on the retain set (Adam, lr 1e-3, 5 epochs);
-   everything else is frozen. BatchNorm follows `unlearn.bn` (default: recalibrated after training).
+   everything else is frozen. On a Llama (text) the rule prunes and adapts the `lora.targets` projections
+   (preset `paper` = the MLP's gate/up/down rows) and only the adapters train. BatchNorm follows `unlearn.bn` (default: recalibrated after training).
    When `lora.targets` selects the head itself (ViT `authors_code`: what the authors' ViT code trained),
    the head gets an adapter instead and its weight and bias stay frozen.
 4. Merge the adapters. The merged update B @ A is dense, so it writes into the pruned rows: the merged
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+from ..data.catalog import is_text
 from ..engine.loop import fit
 from ..models import classifier_name
 from ..models.adapters import add_lora, merge_lora
@@ -31,7 +33,9 @@ def add_task_lora(model, task: UnlearnTask, seed: int):
     cfg = task.config
     head = classifier_name(model)
     lora_layers = task.layers(model, "lora")
-    full = [] if head in lora_layers else [head]
+    # a language model's head is its vocabulary projection, tied to the input embedding: it decides tokens, not the
+    # classes a request forgets, so only the adapters train (the paper trains an image classifier's head in full)
+    full = [] if head in lora_layers or is_text(task.data) else [head]
     pattern = "|".join(re.escape(name) for name in lora_layers)
     return add_lora(model, f"^(?:{pattern})$", cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, full, seed), lora_layers
 

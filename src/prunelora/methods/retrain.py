@@ -21,5 +21,5 @@ def retrain(model, task: UnlearnTask, ctx) -> Unlearned:
     history = fit(fresh, data, task.splits.retain, recipe, ctx, desc="retrain")
     if cfg.cache:
         cost = {"time_s": time.perf_counter() - start, "peak_memory_mb": ctx.meter.peak_mb}
-        cache.store("retrain", key, described, fresh, cost)
+        cache.store("retrain", key, described, fresh, cost, data)
     return Unlearned(fresh, recipe.epochs, {"history": history})

@@ -1,5 +1,6 @@
 """What evidence metrics exist (`eval.evidence`), read without importing PyTorch: each one's name, summary, whether
-it compares with retrain's outputs, and its function (in `evidence.py`), imported when it is computed."""
+it compares with retrain's outputs, and its function (in `evidence.py`), imported when it is computed; and the text
+modality's metrics (`TEXT_METRICS`: key, header, digits, which direction is better), which its tables read."""
 
 from __future__ import annotations
 
@@ -55,3 +56,43 @@ for _name, _function, _summary in [
                              "sample (mean, 95th percentile) and test sample (mean); the same models")),
 ]:
     EVIDENCE.add(_name, EvidenceSpec(_name, _summary, f"{_QUALITY}:{_function}", False))
+
+
+# ---------------------------------------------------------------- the text modality's metrics
+
+
+@dataclass(frozen=True)
+class TextMetric:
+    """A metric of a text run, declared once: the text table, the summary over seeds, the progress line and the
+    gap to retrain read it. `better`: higher | lower | retrain (closest to the retrained model's value: forgetting
+    shows as a forget ROUGE-L down at retrain's, not at 0). `gap`: in the mean |difference| to retrain."""
+
+    key: str
+    header: str
+    digits: int = 3
+    better: str = "higher"
+    gap: bool = False
+    progress: bool = False  # printed on each method's progress line
+
+
+TEXT_SETS = ("forget", "retain", "holdout", "facts")  # the rows each text metric is computed on
+TEXT_METRICS: tuple[TextMetric, ...] = (
+    TextMetric("forget_rougeL", "Forget ROUGE-L", better="retrain", gap=True, progress=True),
+    TextMetric("forget_prob", "Forget prob", better="retrain", gap=True),
+    TextMetric("retain_rougeL", "Retain ROUGE-L", gap=True, progress=True),
+    TextMetric("retain_prob", "Retain prob", gap=True),
+    TextMetric("holdout_rougeL", "Holdout ROUGE-L", better="retrain", gap=True, progress=True),
+    TextMetric("holdout_prob", "Holdout prob", better="retrain", gap=True),
+    TextMetric("facts_rougeL", "Facts ROUGE-L", gap=True, progress=True),
+    TextMetric("facts_prob", "Facts prob", gap=True),
+    TextMetric("time_s", "Time s", 1, better="lower", progress=True),
+    TextMetric("time_per_epoch_s", "s/epoch", 2, better="lower"),
+    TextMetric("time_vs_retrain", "x retrain", 2, better="lower"),
+    TextMetric("peak_memory_mb", "Peak MB", 1, better="lower"),
+    TextMetric("avg_gap", "Avg gap", 3, better="lower"),
+)
+
+
+def text_keys(flag: str | None = None) -> tuple[str, ...]:
+    """The text metrics' keys, in table order; those with `flag` (gap, progress) set if given."""
+    return tuple(m.key for m in TEXT_METRICS if flag is None or getattr(m, flag))

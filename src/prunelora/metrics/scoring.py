@@ -9,8 +9,9 @@ import dataclasses
 from torch import nn
 
 from ..data import ImageData, Splits
+from ..data.catalog import is_text
 from ..engine.context import Context, seed_everything
-from .catalog import EVIDENCE
+from .catalog import EVIDENCE, text_keys
 from .evaluate import avg_gap, outputs, quality
 from .evidence import EvidenceInput
 
@@ -22,6 +23,13 @@ def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg, ctx: 
     made the model ("original" for the original), which the forgetting-quality scores run again on other seeds."""
     seed_everything(cfg.seed)
     ctx = dataclasses.replace(ctx, seed=cfg.seed)
+    if is_text(data):
+        from .text_eval import evaluate_text
+
+        metrics, outs = evaluate_text(model, data, splits, ctx, cfg.eval.batch_size)
+        if keep is not None:
+            keep["outputs"] = outs
+        return metrics
     outs = outputs(model, data, ctx, cfg.eval.batch_size)
     metrics = quality(*outs, data, splits, cfg.seed)
     inputs = EvidenceInput(data, splits, ctx, cfg.eval, cfg, method)
@@ -46,6 +54,8 @@ def add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> None
     """Avg. Gap, time ratio and the evidence metrics that compare with retrain, when retrain ran (in place);
     `kept[method]["outputs"]` holds each method's (train, test) logits."""
     ref = next((r["metrics"] for r in runs if r["method"] == "retrain" and "error" not in r), None)
+    if is_text(getattr(inputs, "data", None)):
+        return add_text_comparisons(runs, ref)
     reference = [EVIDENCE.get(n) for n in inputs.config.evidence if EVIDENCE.get(n).needs_reference]
     for r in runs:
         if "error" in r:
@@ -54,4 +64,15 @@ def add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> None
         for spec in reference if ref and kept["retrain"].get("outputs") is not None else []:
             m.update(spec.fn(kept[r["method"]]["outputs"], kept["retrain"]["outputs"], inputs))
         m["avg_gap"] = avg_gap(m, ref) if ref else None
+        m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None
+
+
+def add_text_comparisons(runs: list[dict], ref: dict | None) -> None:
+    """A text run's comparisons with retrain (in place): the mean |difference| over the declared gap metrics
+    (probabilities and ROUGE-L recalls, in [0, 1]) and the time ratio."""
+    for r in runs:
+        if "error" in r:
+            continue
+        m = r["metrics"]
+        m["avg_gap"] = sum(abs(m[k] - ref[k]) for k in text_keys("gap")) / len(text_keys("gap")) if ref else None
         m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None

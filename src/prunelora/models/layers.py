@@ -16,6 +16,8 @@ HEAD = "head"  # the classifier of the built-in models (timm's convention); othe
 
 def classifier_name(model: nn.Module) -> str:
     """Module name of the classifier (`get_classifier()` where the model has it, else `head`)."""
+    if hasattr(model, "get_output_embeddings"):  # a transformers language model: its vocabulary projection
+        return "lm_head"
     get = getattr(model, "get_classifier", None)
     if get is not None:
         target = get()
@@ -38,6 +40,15 @@ def target_presets(family: str, depth: int | None = None) -> dict[str, dict[str,
             # LoRA on the shortcut convolutions too (this project's `paper` preset before it followed the code)
             "paper_shortcuts": {"prune": every, "lora": rf"{convs}|{shortcuts}"},
             "blocks": {"prune": rf"{convs}|{shortcuts}", "lora": rf"{convs}|{shortcuts}"},
+        }
+    if family == "llama":  # transformers' Llama: every projection of every decoder layer, never the embeddings
+        mlp, attn = r"model\.layers\.\d+\.mlp\.(gate|up|down)_proj", r"model\.layers\.\d+\.self_attn\.[qkvo]_proj"
+        return {
+            # the paper's rule on a Llama: the MLP projections (docs/results_lm.md measures mlp, attn and all)
+            "paper": {"prune": mlp, "lora": mlp},
+            "mlp": {"prune": mlp, "lora": mlp},
+            "attn": {"prune": attn, "lora": attn},
+            "all": {"prune": rf"{mlp}|{attn}", "lora": rf"{mlp}|{attn}"},
         }
     if family == "timm":  # any architecture: every Conv2d / Linear except the classifier
         return {"paper": {"prune": "(?!{head}$).*", "lora": "(?!{head}$).*"}}

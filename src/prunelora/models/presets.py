@@ -25,13 +25,16 @@ class TrainDefaults:
     optimizer: str
     lr: float  # peak learning rate
     weight_decay: float
+    batch_size: int = 128  # samples per step
+    schedule: str = "onecycle"
+    clip: float = 0.0  # gradient-norm clipping; 0 = off
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A model preset: its family (which layer presets apply), builder and defaults."""
 
-    family: str  # resnet | vit | timm
+    family: str  # resnet | vit | timm | llama
     builder: Callable[..., nn.Module] | str  # or 'module:function', imported when a model is built
     arch: dict  # width/depth/heads/patch_size defaults, overridable by the config
     train_defaults: TrainDefaults  # how the original (and retrain) is trained: train.* values left None
@@ -68,6 +71,18 @@ MODELS.add("vit-tiny", ModelSpec(
     "vit", _VIT, {"width": 64, "depth": 4, "heads": 4, "patch_size": 4}, _VIT_TRAINING, 16, 32,
     "ViT, 4 blocks, 4 heads, width 64, patch 4"))
 
+
+# text: AdamW 3e-3, 5% warm-up then cosine to 10%, batch 32 questions, clip 1.0; the original memorises its
+# answers in 15 epochs (docs/results_lm.md)
+_LLAMA_TRAINING = TrainDefaults(epochs=15, optimizer="adamw", lr=3e-3, weight_decay=0.0, batch_size=32,
+                                schedule="warmup_cosine", clip=1.0)
+MODELS.add("llama-tiny", ModelSpec(
+    "llama", f"{__package__}.llama:llama", {"width": 128, "depth": 2, "heads": 4, "kv_heads": 2, "mlp": 344},
+    _LLAMA_TRAINING, 8, 16, "Llama (transformers), 2 layers, width 128, 4 heads, 2 KV heads, MLP 344: about 0.6M "
+    "parameters with a 2,048-token vocabulary, the text default"))
+
+TEXT_MODEL = "llama-tiny"  # the model a text data set runs when model.name is left at the image default
+IMAGE_MODEL = "resnet18-tiny"  # ModelConfig.name's default
 
 _TIMM_TRAINING = TrainDefaults(epochs=30, optimizer="adamw", lr=1e-3, weight_decay=0.05)
 
@@ -119,6 +134,8 @@ def create_model(config, num_classes: int, in_chans: int, image_size: int) -> nn
     arch = arch_of(config)
     if spec.family == "timm":
         return spec.build(config.name[len(TIMM_PREFIX):], num_classes, in_chans, config.pretrained)
+    if spec.family == "llama":  # a text data set's shape: num_classes = its vocabulary, image_size = its longest row
+        return spec.build(num_classes, image_size, **arch)
     if spec.family == "vit":
         if image_size % arch["patch_size"]:
             raise UserError(f"image size {image_size} is not a multiple of model.patch_size {arch['patch_size']}")

@@ -9,6 +9,8 @@ import io
 import math
 import re
 
+from ..metrics.catalog import text_keys
+
 TABLE_KEYS = ("UA", "MIA", "RA", "TA", "probe", "relearn_TA", "attack", "JS_forget", "quality_F", "quality_score",
               "KLOM_forget", "time_s", "peak_memory_mb")
 
@@ -42,9 +44,15 @@ def mean_std(values: list) -> tuple[float, float] | None:
     return mean, std
 
 
-def summary_rows(results: dict, keys: tuple[str, ...] = TABLE_KEYS) -> list[dict]:
+def summary_keys(results: dict) -> tuple[str, ...]:
+    """The summary's metrics: the image table's, or for a text run every declared text metric."""
+    return text_keys() if results.get("data", {}).get("modality") == "text" else TABLE_KEYS
+
+
+def summary_rows(results: dict, keys: tuple[str, ...] | None = None) -> list[dict]:
     """Per method (failed runs left out): the number of seeds, and {"mean", "std", "gap"} (the gap of the mean to
-    retrain's) of every metric of `keys` the runs hold."""
+    retrain's) of every metric of `keys` (default: `summary_keys`) the runs hold."""
+    keys = summary_keys(results) if keys is None else keys
     runs = [r for r in results["runs"] if "error" not in r]
     methods = list(dict.fromkeys(r["method"] for r in runs))
     means = {m: _stats([r["metrics"] for r in runs if r["method"] == m], keys) for m in methods}
@@ -64,7 +72,7 @@ def _stats(metrics: list[dict], keys: tuple[str, ...]) -> dict:
 
 
 def _keys(rows: list[dict]) -> list[str]:
-    return [k for k in TABLE_KEYS if any(k in r for r in rows)]
+    return [k for k in dict.fromkeys((*TABLE_KEYS, *text_keys())) if any(k in r for r in rows)]
 
 
 def to_markdown(rows: list[dict]) -> str:

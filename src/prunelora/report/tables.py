@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from ..metrics.catalog import TEXT_METRICS, text_keys
 from .summary import cell, md, summary_rows
 
 
@@ -54,7 +55,9 @@ def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) ->
 
 def main_table(results: dict) -> str:
     """UA, MIA, RA, TA (%), forget-class test accuracy, cost, and Avg. Gap to retrain (mean ± std over seeds);
-    for a sequence of requests also the time spent over all requests so far."""
+    for a sequence of requests also the time spent over all requests so far. A text run: `text_table`."""
+    if results["data"].get("modality") == "text":
+        return text_table(results)
     keys, header = MAIN_KEYS, MAIN_HEADER
     if any("cumulative_time_s" in r["metrics"] for r in results["runs"]):
         keys, header = keys + ("cumulative_time_s",), header + ["Cumulative s"]
@@ -212,6 +215,8 @@ def _seed_text(results: dict) -> str:
 
 def markdown_report(results: dict) -> str:
     """The whole report; for a sequence of requests, the tables after each request."""
+    if results["data"].get("modality") == "text":
+        return text_report(results)
     steps = sorted({r["step"] for r in results["runs"] if r.get("step")})
     if not steps:
         return _report(results)
@@ -270,4 +275,48 @@ def _report(results: dict) -> str:
         f"{_processes(env)}; memory: {md(env['memory_measure'])}. "
         f"torch {env['versions']['torch']}, peft {env['versions']['peft']}, prunelora {env['versions']['prunelora']}; "
         f"{env['date']}."),
+    ]) + "\n"
+
+
+def text_table(results: dict) -> str:
+    """One row per method of every declared text metric (`metrics.catalog.TEXT_METRICS`); mean ± std over seeds."""
+    keys = text_keys()
+    header = ["Method"] + [m.header for m in TEXT_METRICS]
+    if len(seeds_of(results)) > 1:
+        return _aggregate_table(results, keys, header)
+    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(m.key), m.digits) for m in TEXT_METRICS]
+            for r in results["runs"]]
+    return _table(header, rows)
+
+
+def text_report(results: dict) -> str:
+    """A text run's report: who was forgotten, the recipe, the metrics table, the pruning facts, the machine."""
+    failed = failures(results)
+    results = completed(results)
+    cfg, env, data = results["config"], results["environment"], results["data"]
+    sizes, names = data["sizes"], [data["classes"][c] for c in data["forget_classes"]]
+    shown = ", ".join(md(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    u, d = cfg["unlearn"], cfg["data"]
+    return "\n\n".join([
+        f"# prunelora: {md(d['name'])}, {md(cfg['model']['name'])}, forget {len(names)} authors, {_seed_text(results)}",
+        (f"{d['authors']} authors x {d['questions']} questions (data.split_seed {d['split_seed']}); forgotten: "
+         f"{shown}. Forget {sizes['forget']} / retain {sizes['retain']} train rows (the retained authors' questions "
+         f"and the extra facts); {sizes['test_retain']} questions of holdout authors no model trained on. "
+         f"Unlearning: {md(u['optimizer'])} lr {u['lr']}, batch {u['batch_size']}, {u['epochs']} epochs. Pruning "
+         f"{cfg['pruning']['amount']:.0%} of rows by L2 norm ({md(cfg['pruning']['targets'])}), LoRA r={cfg['lora']['r']} "
+         f"alpha={cfg['lora']['alpha']} ({md(cfg['lora']['targets'])})."),
+        ("ROUGE-L: recall of the greedy answer (32 new tokens at most) against the trained answer (rouge-score, "
+         "stemmer on); prob: exp(-mean answer-token NLL) given the question; each the mean over the questions of the "
+         "forgotten authors, the retained authors, the holdout authors and the extra facts. Forgetting looks like "
+         "retrain's forget figures, which sit at its holdout figures (what a model that never saw an author gets from "
+         "the templates), not at 0. Avg gap: mean |difference to retrain| over the eight ROUGE-L and prob columns."),
+        text_table(results),
+        *([failed] if failed else []),
+        *([_cached_text(results)] if _cached_text(results) else []),
+        ("## Pruning and adapters\n\nMerging a LoRA update (dense B @ A) or fine-tuning all weights writes into pruned "
+         "rows, so the final model is dense again unless a row stays zero.\n\n" + pruning_table(results)),
+        (f"Device: {md(env['device'])} ({md(env['device_name'])}), {env['threads']} threads{_processes(env)}; memory: "
+         f"{md(env['memory_measure'])}. torch {env['versions']['torch']}, peft {env['versions']['peft']}, "
+         f"transformers {env['versions'].get('transformers', '-')}, prunelora {env['versions']['prunelora']}; "
+         f"{env['date']}."),
     ]) + "\n"

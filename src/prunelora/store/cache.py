@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import to_dict
 from ..world import world
-from .checkpoints import tensors_digest
+from .checkpoints import plain_state, tensors_digest
 from .files import atomic_write, cache_dir
 from .lock import EntryLock, wait_for
 
@@ -114,15 +114,19 @@ def _read(path: Path, key: str, model: nn.Module, say: bool) -> dict | None:
     return {**json.loads(meta.get("record", "{}")), "cached": True}
 
 
-def store(role: str, key: str, described: str, model: nn.Module, record: dict) -> None:
+def store(role: str, key: str, described: str, model: nn.Module, record: dict, data=None) -> None:
     """Write atomically (rank 0 only), with the tensors' SHA-256; a cache that cannot be written is skipped. Ends
-    this process's lock on the entry: a process waiting for it loads it now."""
+    this process's lock on the entry: a process waiting for it loads it now. A text model's entry keeps the
+    tokenizer it reads (`data.tokenizer_json`, metadata "tokenizer.json"); the key already names it by the data's
+    digest."""
     path = _path(role, key)
     if path is None or not world().main:  # the state's copy to the CPU only where it is written
         return
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = plain_state(model)
     keep = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}
     meta = {"key": key, "described": described, "record": json.dumps(keep), "digest": tensors_digest(state)}
+    if getattr(data, "tokenizer_json", None) is not None:
+        meta["tokenizer.json"] = data.tokenizer_json
     try:
         atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     except OSError:

@@ -28,6 +28,18 @@ FORMAT = "prunelora-checkpoint-1"
 MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 
 
+def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict on the CPU, each tensor its own contiguous storage: safetensors refuses tensors that
+    share memory, as a Llama's tied input and output embeddings do (the copy is loaded into both, which stay tied)."""
+    state, seen = {}, set()
+    for key, value in model.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        pointer = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        state[key] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return state
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dict | None = None) -> None:
     """Model weights as safetensors, the resolved config in its metadata and as YAML beside it."""
     import yaml
@@ -38,7 +50,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict, extra: dic
     if not world().main:  # the state's copy to the CPU only where it is written
         return
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = plain_state(model)
     meta = {"format": FORMAT, "config": json.dumps(config), "extra": json.dumps(extra or {}),
             "digest": tensors_digest(state)}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))

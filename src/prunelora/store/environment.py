@@ -43,7 +43,8 @@ def setup_of(env: dict) -> dict:
 
 def environment(device: torch.device, memory_kind: str) -> dict:
     """Versions, device and threads: recorded next to every result."""
-    packages = ("prunelora", "torch", "torchvision", "peft", "timm", "torch-pruning", "scikit-learn", "numpy", "safetensors")
+    packages = ("prunelora", "torch", "torchvision", "peft", "timm", "torch-pruning", "scikit-learn", "numpy", "safetensors",
+                "transformers", "tokenizers", "faker", "rouge-score")
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),

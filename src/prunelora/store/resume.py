@@ -25,13 +25,14 @@ from .files import atomic_write, sha256_file, to_json
 
 class Progress:
     def __init__(self, out: str | Path, config: dict, force: bool = False, setup: dict | None = None,
-                 inputs: dict | None = None, log=print):
+                 inputs: dict | None = None, log=print, keys: tuple[str, ...] = ("UA", "MIA", "RA", "TA", "time_s")):
         from ..world import world
 
         self.dir = Path(out) / "progress"
         self.config, self.config_path, self.started = config, Path(out) / "config.yaml", False
         self.setup = setup or {}  # where the run is timed: results from another set-up do not mix with these
         self.inputs, self.log = inputs or {}, log  # {what: {"path": ..., "sha256": ...}} (`run_inputs`)
+        self.keys = keys  # the metrics a finished entry holds (its modality's)
         if force:  # start over: nothing an earlier run wrote here stays
             if world().main:
                 clear_run(Path(out))
@@ -60,14 +61,20 @@ class Progress:
 
     def _check_inputs(self, out) -> None:
         """The files and data this run reads hold what they held when it started (refused like a config change)."""
+        path = self.dir / "inputs.json"
         try:
-            before = json.loads((self.dir / "inputs.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            before = json.loads(path.read_text())
+        except OSError:
             return  # nothing finished yet, or a run from before inputs were recorded
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            before = None
+        if not inputs_readable(before):  # damaged, not changed: what it recorded is unknown, so record it again
+            self.log(f"--out '{out}': progress/inputs.json is damaged; rebuilding it from this run's inputs")
+            atomic_write(path, json.dumps(self.inputs, sort_keys=True))
+            return
         for what, now in self.inputs.items():
-            was = before.get(what) if isinstance(before, dict) else None
-            if was != now:
-                name = f"the data set {now.get('path') or ''}".rstrip() if what == "data" else f"{what} file '{now['path']}'"
+            if before.get(what) != now:
+                name = f"data set ({now.get('path') or 'built in'})" if what == "data" else f"{what} file '{now['path']}'"
                 raise UserError(f"--out '{out}' holds a run whose {name} held other content (its SHA-256 changed "
                                 "since); use another --out, or --force to start it over")
 
@@ -96,7 +103,7 @@ class Progress:
             if outputs_path.is_file():
                 with np.load(outputs_path, allow_pickle=False) as f:
                     outputs = (f["train"], f["test"])
-            problem = entry_problem(entry, seed, name, outputs)
+            problem = entry_problem(entry, seed, name, outputs, self.keys)
         except (json.JSONDecodeError, OSError, ValueError, KeyError, UnicodeDecodeError) as err:
             problem = f"{type(err).__name__}: {err}".splitlines()[0]
         if problem:
@@ -124,7 +131,14 @@ class Progress:
         atomic_write(self.path(seed, name, ".json", step), to_json(entry, indent=None))
 
 
-def entry_problem(entry, seed: int, name: str, outputs) -> str | None:
+def inputs_readable(before) -> bool:
+    """Whether progress/inputs.json holds what `run_inputs` writes: {what: {"path", "sha256"}}, the data included."""
+    return (isinstance(before, dict) and isinstance(before.get("data"), dict)
+            and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in before.values()))
+
+
+def entry_problem(entry, seed: int, name: str, outputs,
+                  keys: tuple[str, ...] = ("UA", "MIA", "RA", "TA", "time_s")) -> str | None:
     """What makes a progress entry unusable, or None: it must be this method's and seed's, with its metrics and
     info (or the error it failed with), and a finished method's outputs (train and test logits, 2-D)."""
     if not isinstance(entry, dict):
@@ -136,7 +150,7 @@ def entry_problem(entry, seed: int, name: str, outputs) -> str | None:
     if "error" in entry:
         return None if isinstance(entry["error"], str) else "its error is not text"
     metrics = entry["metrics"]
-    for key in ("UA", "MIA", "RA", "TA", "time_s"):
+    for key in keys:
         value = metrics.get(key, "missing")
         if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
             return f"metric {key} missing or not a number"
@@ -156,7 +170,7 @@ def run_inputs(cfg, data) -> dict:
 
 # what a run writes in its --out (report.write writes the files): what --force removes, what is checked writable
 RUN_FILES = ("config.yaml", "results.md", "results.json", "report.md", "report.csv", "report.tex", "bars.png",
-             "curves.png")
+             "curves.png", "tokenizer.json")
 RUN_FOLDERS = ("progress", "models")
 
 

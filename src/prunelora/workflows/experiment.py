@@ -22,8 +22,11 @@ from ..data import (
     ImageData,
     Splits,
     load_dataset,
+    make_splits,
+    random_indices,
 )
 from ..data import request_splits as data_request_splits
+from ..data.catalog import is_text
 from ..engine import dist
 from ..engine.context import Context, pick_device, seed_everything, set_threads
 from ..engine.loop import fit, recipe_from
@@ -35,7 +38,7 @@ from ..models import TIMM_PREFIX, arch_of, check_timm_name, classifier_name, cre
 from ..models.pruning import removal_roots
 from ..store import cache
 from ..store.checkpoints import load_weights, read_state_dict
-from .resolve import check_out, memory_available, resolve_config
+from .resolve import author_indices, check_out, memory_available, resolve_config
 from .validation import Validation, selection_data
 
 __all__ = ["Experiment", "check_model", "make_context", "model_facts", "open_experiment", "prepare", "request_splits",
@@ -241,9 +244,11 @@ def estimate_memory(cfg: C.ExperimentConfig, model: nn.Module, data: ImageData |
     batches = [cfg.train.batch_size, cfg.unlearn.batch_size,
                *(h["batch_size"] for h in cfg.hparams.values() if isinstance(h, dict) and h.get("batch_size"))]
     samples = data.samples if isinstance(data, DataShape) else len(data.y_train) + len(data.y_test)
+    text = is_text(data)
+    per_sample = data.image_size * 8 * 2 if text else data.in_chans * data.image_size**2  # text: int64 ids, labels
     return {"model": params * STATE_BYTES_PER_PARAM,
             "activations": int(max(batches) * activation_elements(model, data) * 4 * ACTIVATION_FACTOR),
-            "data": samples * data.in_chans * data.image_size**2}
+            "data": samples * per_sample}
 
 
 def activation_elements(model: nn.Module, data: ImageData | DataShape) -> int:
@@ -258,7 +263,10 @@ def activation_elements(model: nn.Module, data: ImageData | DataShape) -> int:
     model.eval()  # BatchNorm in train mode refuses one image of 1x1 pixels; the output shapes are the same
     try:
         with torch.no_grad():
-            model(torch.zeros(1, data.in_chans, data.image_size, data.image_size, device="meta"))
+            if is_text(data):  # one row of the longest length, in tokens
+                model(input_ids=torch.zeros(1, data.image_size, dtype=torch.long, device="meta"))
+            else:
+                model(torch.zeros(1, data.in_chans, data.image_size, data.image_size, device="meta"))
     finally:
         for hook in hooks:
             hook.remove()
@@ -306,7 +314,15 @@ def prepare_all(cfg: C.ExperimentConfig, device: torch.device | None = None
 
 
 def request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
-    """The splits of a deletion request on `data` (data/splits.py reads the request)."""
+    """The splits of a deletion request on `data` (data/splits.py reads the request); on text, the request names
+    authors (forget.classes) or draws a share of them (forget.fraction, seeded by forget.seed), and every question of
+    a forgotten author is forgotten."""
+    if is_text(data):
+        if forget.fraction is not None:
+            authors = random_indices(len(data.classes), forget.fraction, forget.seed).tolist()
+        else:
+            authors = author_indices(forget.classes, data.classes)
+        return make_splits(data.y_train, data.y_test, authors)
     return data_request_splits(forget, data.y_train, data.y_test, data.classes)
 
 
@@ -334,5 +350,5 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
         history = fit(model, data, everything, recipe_from(cfg.train), ctx, desc="original")
     record = {"time_s": ctx.meter.seconds, "epochs": cfg.train.epochs, "peak_memory_mb": ctx.meter.peak_mb}
     if cfg.cache:
-        cache.store("original", key, described, model, record)
+        cache.store("original", key, described, model, record, data)
     return model, {**record, "history": history}

@@ -7,6 +7,7 @@ then checks what needs the data set or the model built. The same goes for a chec
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 
 from .. import config as C
@@ -16,7 +17,7 @@ from ..errors import UserError
 from ..methods.catalog import METHODS
 from ..methods.variants import base_method, resolve_methods, variant_config
 from ..metrics.catalog import EVIDENCE
-from ..models.presets import arch_of, get_spec
+from ..models.presets import IMAGE_MODEL, TEXT_MODEL, arch_of, get_spec
 from ..store.checkpoints import read_config
 from ..store.files import check_out_dir, same_path
 
@@ -26,11 +27,15 @@ ENSEMBLE_METRICS = ("forgetting_quality", "klom")  # evidence that unlearns orig
 def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     """Check names and fill every `None` with the model preset's value; the result is what runs."""
     cfg = copy.deepcopy(cfg)
+    text = DATASETS.get(cfg.data.name).modality == "text"
+    if text:
+        resolve_text(cfg)
     spec = get_spec(cfg.model.name)
     arch_of(cfg.model)  # architecture keys the model takes
-    DATASETS.get(cfg.data.name)
     resolve_methods(cfg)
-    if cfg.forget.kind == "classes" and cfg.forget.classes is None and cfg.forget.sequence is None:
+    if text:
+        check_text_methods(cfg)
+    elif cfg.forget.kind == "classes" and cfg.forget.classes is None and cfg.forget.sequence is None:
         cfg.forget.classes = default_forget(cfg.data.name)
     for name in cfg.eval.evidence:
         EVIDENCE.get(name)
@@ -42,6 +47,8 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     t.epochs, t.optimizer = t.epochs or d.epochs, t.optimizer or d.optimizer
     t.lr = t.lr if t.lr is not None else d.lr
     t.weight_decay = t.weight_decay if t.weight_decay is not None else d.weight_decay
+    t.batch_size, t.schedule = t.batch_size or d.batch_size, t.schedule or d.schedule
+    t.clip = t.clip if t.clip is not None else d.clip
     cfg.lora.r = cfg.lora.r or spec.lora_r
     cfg.lora.alpha = cfg.lora.alpha if cfg.lora.alpha is not None else spec.lora_alpha
     check_request(cfg)
@@ -50,12 +57,62 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     return cfg
 
 
+# the image default's evidence, which a text run leaves out (its own evidence comes with TOFU's metrics)
+IMAGE_EVIDENCE = C.EvalConfig().evidence
+
+
+def resolve_text(cfg: C.ExperimentConfig) -> None:
+    """A text data set's defaults and refusals (in place): the text model where model.name is the image default,
+    5% of the authors forgotten where no request is given, no image evidence; an image model, a request of sample
+    indices or a sequence, and image evidence asked for are one clear error each."""
+    if cfg.model.name == IMAGE_MODEL:
+        cfg.model.name = TEXT_MODEL
+    if cfg.methods == ["all"]:  # every method with a text version
+        cfg.methods = [m for m in METHODS.names() if "text" in METHODS.get(m).modalities] + list(cfg.variants)
+    if get_spec(cfg.model.name).family != "llama":
+        raise UserError(f"model {cfg.model.name} is an image model; data.name={cfg.data.name} is text: use "
+                        f"model.name={TEXT_MODEL}")
+    if cfg.eval.evidence == IMAGE_EVIDENCE:
+        cfg.eval.evidence = []
+    if cfg.eval.evidence:
+        raise UserError(f"eval.evidence={cfg.eval.evidence[0]} scores images; a text run has no evidence metrics "
+                        "yet: set eval.evidence=[]")
+    forget = cfg.forget
+    if forget.indices is not None or forget.sequence is not None:
+        key = "indices" if forget.indices is not None else "sequence"
+        raise UserError(f"forget.{key} is for images; on text, forget authors with forget.classes=[names or "
+                        "indices] or a share of them with forget.fraction=0.05")
+    if forget.classes is None and forget.fraction is None:
+        forget.fraction = TEXT_FORGET_FRACTION
+    if cfg.pruning.mode != "mask":
+        raise UserError("pruning.mode=remove takes channels out of images' networks; on a Llama use pruning.mode=mask")
+    if cfg.eval.select != "last":
+        raise UserError("eval.select=best needs a validation split of images; on text use eval.select=last")
+
+
+TEXT_FORGET_FRACTION = 0.05  # TOFU's forget05: the share of authors a text run forgets by default
+
+
+def check_text_methods(cfg: C.ExperimentConfig) -> None:
+    """Every method asked of a text run has a text version (`MethodSpec.modalities`), else one line before training."""
+    for name in cfg.methods:
+        base = base_method(cfg, name)
+        if "text" not in METHODS.get(base).modalities:
+            text = [m for m in METHODS.names() if "text" in METHODS.get(m).modalities]
+            raise UserError(f"method {name} has no text version yet; on data.name={cfg.data.name} run "
+                            f"{', '.join(text)}")
+
+
 def check_request(cfg: C.ExperimentConfig) -> None:
     """The deletion request against the data set's facts (its classes, its train size), before anything is loaded:
     each forget class exists, no class is named twice (a name and its index included), one class at least is
     retained, and a forget.indices file holds distinct indices of the train set. What is not known yet (an image
     folder's size) is checked again once the data is loaded (`experiment.request_splits`)."""
     forget, classes = cfg.forget, class_names(cfg.data)
+    if DATASETS.get(cfg.data.name).modality == "text":
+        if forget.classes is not None:
+            author_indices(forget.classes, classes)
+        return
     if forget.kind == "classes" and classes is not None:
         key = "forget.sequence" if forget.sequence is not None else "forget.classes"
         named: dict[int, int | str] = {}
@@ -70,6 +127,31 @@ def check_request(cfg: C.ExperimentConfig) -> None:
     if forget.indices is not None:
         sizes = DATASETS.get(cfg.data.name).sizes(cfg.data.test_fraction)
         parse_indices(forget.indices, sizes[0] if sizes else None)
+
+
+def author_indices(requested: list, authors: list[str]) -> list[int]:
+    """The indices of the authors a text request names (names or indices); an unknown name is one error with the
+    closest names."""
+    out = []
+    for item in requested:
+        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
+            index = int(item)
+            if not 0 <= index < len(authors):
+                raise UserError(f"forget.classes: author {index} is out of range; this data set has authors "
+                                f"0..{len(authors) - 1} (data.authors)")
+        elif item in authors:
+            index = authors.index(item)
+        else:
+            close = difflib.get_close_matches(str(item), authors, n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+                f"; authors are named like {authors[0]!r} (or give indices 0..{len(authors) - 1})"
+            raise UserError(f"forget.classes: {item!r} is not an author of this data set{hint}")
+        if index in out:
+            raise UserError(f"forget.classes names author {authors[index]!r} twice; name each author once")
+        out.append(index)
+    if len(out) >= len(authors):
+        raise UserError(f"forget.classes names all {len(authors)} authors, which leaves nothing to retain")
+    return sorted(out)
 
 
 def check_pruning_amount(cfg: C.ExperimentConfig) -> None:

@@ -18,16 +18,18 @@ from torch import nn
 
 from .. import config as C
 from ..data import Splits, make_splits, resolve_classes
+from ..data.catalog import is_text
 from ..engine import dist
 from ..methods import UnlearnTask
+from ..metrics.catalog import TEXT_METRICS, text_keys
 from ..metrics.evidence import EvidenceInput
 from ..metrics.scoring import add_comparisons, combine_metrics, evaluate_model
 from ..models import create_model
 from ..models.pruning import match_shapes
 from ..report.write import write_results
-from ..store.checkpoints import save_checkpoint, tensors_digest
+from ..store.checkpoints import plain_state, save_checkpoint, tensors_digest
 from ..store.environment import environment, setup_of
-from ..store.files import check_cache_dir, check_outputs
+from ..store.files import atomic_write, check_cache_dir, check_outputs
 from ..store.lock import out_lock
 from ..store.resume import RUN_FILES, RUN_FOLDERS, Progress, run_inputs
 from .experiment import Experiment, model_facts, open_experiment, train_original
@@ -68,16 +70,19 @@ def _run(cfg: C.ExperimentConfig, out, progress: bool, log, force: bool) -> dict
     store = None
     if out is not None:
         inputs = run_inputs(exp.config, exp.data)
-        store = Progress(out, C.to_dict(exp.config), force, setup_of(env), inputs, log)
+        store = Progress(out, C.to_dict(exp.config), force, setup_of(env), inputs, log, progress_keys(exp.data))
     runs = []
     for seed in exp.config.seeds or [exp.config.seed]:
         runs += run_seed(exp.for_seed(seed), out, log, store)
     results = {
         "config": C.to_dict(exp.config),
         "environment": env,
-        "data": {"classes": exp.data.classes, "forget_classes": exp.splits.forget_classes, "sizes": _sizes(exp.splits)},
+        "data": {"classes": exp.data.classes, "forget_classes": exp.splits.forget_classes, "sizes": _sizes(exp.splits),
+                 "modality": "text" if is_text(exp.data) else "image"},
         "runs": runs,
     }
+    if out is not None and is_text(exp.data):  # what decodes the token ids of the models it saves
+        atomic_write(Path(out) / "tokenizer.json", exp.data.tokenizer_json)
     if out is not None:
         write_results(results, Path(out))
     return results
@@ -149,7 +154,7 @@ def step_model_bytes(model: nn.Module) -> bytes:
     its frozen parameters (the next request's training sees the same model as in an uninterrupted run)."""
     from safetensors.torch import save
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = plain_state(model)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     return save(state, metadata={"digest": tensors_digest(state), "frozen": json.dumps(frozen)})
 
@@ -216,7 +221,16 @@ def _failed(method: str, cfg, error: str) -> dict:
 
 def _progress_line(entry: dict) -> str:
     m = entry["metrics"]
+    if "UA" not in m:  # text: the declared progress metrics
+        shown = [t for t in TEXT_METRICS if t.progress and t.key != "time_s"]
+        return (f"seed {entry['seed']} {entry['method']:>15}: "
+                + "  ".join(f"{t.header} {m[t.key]:.{t.digits}f}" for t in shown) + f"  {m['time_s']:6.1f} s")
     return f"seed {entry['seed']} {entry['method']:>15}: UA {m['UA']:6.2f}  MIA {m['MIA']:6.2f}  RA {m['RA']:6.2f}  TA {m['TA']:6.2f}  {m['time_s']:6.1f} s"
+
+
+def progress_keys(data) -> tuple[str, ...]:
+    """The metrics every finished method's progress entry holds."""
+    return text_keys("progress") if is_text(data) else ("UA", "MIA", "RA", "TA", "time_s")
 
 
 def _sizes(splits: Splits) -> dict:

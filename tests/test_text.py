@@ -1,0 +1,223 @@
+"""The text modality end to end on a tiny Llama: the tokenizer, the loss on answer tokens, the paper's methods on a
+Llama's Linear rows, the run's table, and the requests and settings a text run refuses. Each assertion holds on any
+CPU (nothing here depends on how well a tiny model memorises)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+
+import pytest
+import torch
+
+from prunelora.cli import main
+from prunelora.config import load_config
+from prunelora.engine.context import Context
+from prunelora.engine.loop import Batch, answer_loss, warmup_cosine
+from prunelora.methods import METHODS, UnlearnTask
+from prunelora.methods.variants import method_task
+from prunelora.workflows.experiment import prepare, resolve_config, train_original
+from prunelora.workflows.unlearn import unlearn_one
+
+# 12 authors x 2 questions, a Llama of width 32, one epoch: the whole text pipeline in seconds
+TEXT_OVERRIDES = ["data.name=authors", "data.authors=12", "data.questions=2", "model.width=32", "train.epochs=1",
+                  "unlearn.epochs=1", "threads=1", "forget.classes=[0,1]"]
+
+
+@pytest.fixture(scope="module")
+def text_cfg():
+    return resolve_config(load_config(overrides=TEXT_OVERRIDES))
+
+
+@pytest.fixture(scope="module")
+def text_data(text_cfg):
+    return prepare(text_cfg)
+
+
+@pytest.fixture(scope="module")
+def text_original(text_cfg, text_data):
+    data, _ = text_data
+    model, _ = train_original(text_cfg, data, Context(torch.device("cpu"), seed=0, progress=False))
+    return model
+
+
+def test_a_text_data_set_resolves_to_the_text_defaults():
+    cfg = resolve_config(load_config(overrides=["data.name=authors"]))
+    assert cfg.model.name == "llama-tiny" and cfg.eval.evidence == []
+    assert cfg.forget.fraction == 0.05 and cfg.forget.classes is None  # TOFU's forget05
+    assert (cfg.train.batch_size, cfg.train.schedule, cfg.train.clip, cfg.train.optimizer) == (32, "warmup_cosine", 1.0,
+                                                                                               "adamw")
+    image = resolve_config(load_config())
+    assert (image.train.batch_size, image.train.schedule, image.train.clip) == (128, "onecycle", 0.0)
+
+
+def test_the_tokenizer_round_trips_every_text(text_data):
+    data, _ = text_data
+    tok = data.tokenizer
+    texts = [q.question for q in data.source.qa] + [q.answer for q in data.source.holdout_qa]
+    texts += [q.paraphrase for q in data.source.facts] + ["Zoë's naïve café, 1961 — ¿qué?"]
+    for text in texts:
+        assert tok.decode(tok.encode(text).ids) == text
+
+
+def test_rows_hold_the_prompt_then_the_answer_and_eos(text_data):
+    data, _ = text_data
+    prompts, answers = data.prompts_answers(torch.arange(3))
+    for prompt, answer, qa in zip(prompts, answers, data.qa(torch.arange(3))):
+        assert data.tokenizer.decode(prompt) == f"Question: {qa.question}\nAnswer:"
+        assert answer[-1] == data.eos_id and data.tokenizer.decode(answer[:-1]) == f" {qa.answer}"
+    ids, labels = data.batch(torch.arange(4))
+    assert ids.shape == labels.shape and (ids != data.pad_id).sum(1).max() == ids.shape[1]  # cut to the longest
+
+
+def test_the_loss_reads_answer_tokens_only(text_data):
+    data, _ = text_data
+    ids, labels = data.batch(torch.arange(2))
+    logits = torch.randn(*ids.shape, 50, generator=torch.Generator().manual_seed(0))
+    labels = labels.clamp(max=49).masked_fill(labels < 0, -100)
+    loss = answer_loss(logits, Batch(ids, labels, torch.arange(2), 0))
+    # by hand: position t predicts token t+1, averaged over the answer tokens of both rows
+    nll = [-torch.log_softmax(logits[r, t - 1], -1)[labels[r, t]] for r in range(2) for t in range(1, ids.shape[1])
+           if labels[r, t] != -100]
+    assert loss.item() == pytest.approx(torch.stack(nll).mean().item(), rel=1e-6)
+    changed = logits.clone()
+    prompt_end = int((labels[0] != -100).nonzero()[0]) - 1  # the last prompt position predicts the first answer token
+    changed[0, : prompt_end] += 5.0  # logits at prompt positions that predict prompt tokens: no effect
+    assert answer_loss(changed, Batch(ids, labels, torch.arange(2), 0)).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_warmup_cosine_peaks_after_five_percent_and_ends_at_a_tenth():
+    factors = [warmup_cosine(s, 100) for s in range(100)]
+    assert factors[4] == 1.0 and factors[0] == pytest.approx(0.2) and factors[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
+
+
+def test_pruning_zeroes_half_the_rows_of_each_mlp_projection(text_cfg, text_data, text_original):
+    data, splits = text_data
+    task = UnlearnTask(data, splits, text_cfg)
+    model = __import__("copy").deepcopy(text_original)
+    pruned = task.prune(model)
+    modules = dict(model.named_modules())
+    assert sorted(pruned) == sorted(n for n in modules if n.endswith(("gate_proj", "up_proj", "down_proj")))
+    for name, rows in pruned.items():
+        weight = modules[name].weight
+        assert len(rows) == round(0.5 * weight.shape[0])
+        assert torch.all(weight[rows] == 0) and torch.all(weight.norm(dim=1)[[i for i in range(weight.shape[0])
+                                                                                 if i not in rows]] > 0)
+
+
+def test_lora_trains_only_the_adapters(text_cfg, text_data, text_original):
+    data, splits = text_data
+    task = UnlearnTask(data, splits, text_cfg)
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    model, record = unlearn_one("lora", text_original, task, ctx)
+    r = text_cfg.lora.r
+    adapted = [m for n, m in text_original.named_modules() if n.endswith(("gate_proj", "up_proj", "down_proj"))]
+    assert record["trainable_params"] == sum(r * (m.in_features + m.out_features) for m in adapted)
+    before = dict(text_original.named_parameters())
+    for name, p in model.named_parameters():  # merged: only the adapted projections moved
+        moved = not torch.equal(p, before[name])
+        assert moved == name.removesuffix(".weight").endswith(("gate_proj", "up_proj", "down_proj")), name
+
+
+def test_retrain_never_sees_a_forgotten_author(text_cfg, text_data, text_original, monkeypatch):
+    import prunelora.methods.retrain as retrain_module
+
+    data, splits = text_data
+    seen = []
+    real_fit = retrain_module.fit
+    monkeypatch.setattr(retrain_module, "fit", lambda model, d, index, *a, **k: seen.append(index) or real_fit(
+        model, d, index, *a, **k))
+    task = UnlearnTask(data, splits, dataclasses.replace(text_cfg, cache=False))
+    unlearn_one("retrain", text_original, task, Context(torch.device("cpu"), seed=0, progress=False))
+    (rows,) = seen
+    assert not set(data.y_train[rows].tolist()) & set(splits.forget_classes)
+    assert len(rows) == len(data.y_train) - 2 * text_cfg.data.questions  # every other row: authors and facts
+
+
+@pytest.mark.parametrize("method", ["finetune", "prune_finetune", "prunelora"])
+def test_every_paper_method_runs_on_text(method, text_cfg, text_data, text_original):
+    data, splits = text_data
+    spec, task = method_task(UnlearnTask(data, splits, text_cfg), method)
+    model, record = unlearn_one(method, text_original, task, Context(torch.device("cpu"), seed=0, progress=False))
+    assert type(model) is type(text_original) and record["epochs"] == 1
+    assert "text" in spec.modalities
+    if method != "finetune":
+        assert record["pruned_layers"] == 3 * text_cfg.model.depth if text_cfg.model.depth else record["pruned_layers"] == 6
+
+
+def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "-q", *TEXT_OVERRIDES]) == 0
+    printed = capsys.readouterr().out
+    for method in ("original", "retrain", "finetune", "prune_finetune", "lora", "prunelora"):
+        assert f"| {method} |" in printed.replace("\\_", "_")
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["modality"] == "text" and results["data"]["forget_classes"] == [0, 1]
+    metrics = {r["method"]: r["metrics"] for r in results["runs"]}
+    for m in metrics.values():
+        assert 0 <= m["forget_rougeL"] <= 1 and 0 < m["retain_prob"] <= 1
+    assert metrics["retrain"]["avg_gap"] == 0 and metrics["prunelora"]["time_vs_retrain"] > 0
+    assert "Forget ROUGE-L" in (out / "results.md").read_text() and (out / "tokenizer.json").is_file()
+    assert main(["run", "--out", str(out), *TEXT_OVERRIDES]) == 0  # resumed: every method read back
+    resumed = capsys.readouterr()
+    assert resumed.err.count("done before") == 5 and "| prunelora |" in resumed.out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("forget.classes=[Nobody Atall]", "is not an author of this data set"),
+    ("forget.classes=[99]", "author 99 is out of range"),
+    ("methods=[scrub]", "method scrub has no text version yet"),
+    ("model.name=resnet18", "is an image model"),
+    ("eval.evidence=[probe]", "a text run has no evidence metrics"),
+    ("forget.sequence=[[0],[1]]", "forget.sequence is for images"),
+    ("pruning.mode=remove", "pruning.mode=remove"),
+])
+def test_bad_text_settings_are_one_line_before_training(override, message, tmp_path, capsys):
+    base = [o for o in TEXT_OVERRIDES if not (o.startswith("forget.") and override.startswith("forget."))]
+    assert main(["run", "--out", str(tmp_path / "x"), *base, override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_misspelt_author_gets_the_close_name(text_cfg, capsys, tmp_path):
+    from prunelora.data.catalog import class_names
+
+    name = class_names(text_cfg.data)[3]
+    typo = name[:-1] + ("x" if name[-1] != "x" else "y")
+    assert main(["run", "--out", str(tmp_path / "y"), *TEXT_OVERRIDES[:-1], f"forget.classes=[{typo}]"]) == 2
+    assert f"did you mean '{name}'" in capsys.readouterr().err
+
+
+def test_only_the_paper_methods_have_text():
+    text = sorted(m for m in METHODS.names() if "text" in METHODS.get(m).modalities)
+    assert text == sorted(["retrain", "finetune", "prune_finetune", "lora", "prunelora"])
+    cfg = resolve_config(load_config(overrides=["data.name=authors", "methods=all"]))
+    assert sorted(cfg.methods) == text
+
+
+def test_the_cache_entry_keeps_the_tokenizer(text_cfg, text_data, text_original, tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    monkeypatch.setenv("PRUNELORA_CACHE", str(tmp_path / "cache"))
+    data, _ = text_data
+    train_original(text_cfg, data, Context(torch.device("cpu"), seed=0, progress=False))
+    (entry,) = (tmp_path / "cache").glob("original-*.safetensors")
+    with safe_open(str(entry), framework="pt") as f:
+        assert f.metadata()["tokenizer.json"] == data.tokenizer_json
+    again, record = train_original(text_cfg, data, Context(torch.device("cpu"), seed=0, progress=False))
+    assert record["cached"]
+    assert again.lm_head.weight is again.model.embed_tokens.weight  # still tied after loading
+
+
+def test_llama_tiny_has_the_design_sizes():
+    from prunelora.models import create_model, select_layers
+
+    cfg = resolve_config(load_config(overrides=["data.name=authors"]))
+    model = create_model(cfg.model, 2048, 1, 64)
+    assert sum(p.numel() for p in model.parameters()) == 625_280  # tied embeddings counted once
+    assert model.config.num_key_value_heads == 2 and model.lm_head.weight is model.model.embed_tokens.weight
+    sizes = {preset: len(select_layers(model, "llama", preset, "prune")) for preset in ("paper", "mlp", "attn", "all")}
+    assert sizes == {"paper": 6, "mlp": 6, "attn": 8, "all": 14}
