@@ -125,9 +125,9 @@ def test_text_run_arguments_and_pure_helpers():
     dense floor; no training."""
     tr = _text_run()
     args = tr.parse_args([])
-    assert (args.epochs, args.threads, args.repeats, args.skip_run, args.out) == (3, 2, 1, False, None)
-    args = tr.parse_args(["--epochs", "1", "--skip-run", "--out", "o", "--repeats", "2", "train.lr=0.001"])
-    assert (args.epochs, args.skip_run, args.out, args.repeats, args.overrides) == (1, True, "o", 2, ["train.lr=0.001"])
+    assert (args.epochs, args.threads, args.repeats, args.skip_run, args.out) == (3, 2, 2, False, None)
+    args = tr.parse_args(["--epochs", "1", "--skip-run", "--out", "o", "--repeats", "1", "train.lr=0.001"])
+    assert (args.epochs, args.skip_run, args.out, args.repeats, args.overrides) == (1, True, "o", 1, ["train.lr=0.001"])
     with pytest.raises(SystemExit):
         tr.parse_args(["--epochs", "0"])
     assert tr.reference_seconds(10.0, tr.REFERENCE_GFLOPS) == pytest.approx(10.0)
