@@ -63,17 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (or 'unknown')."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def matmul_rate(tries: int = 3) -> float:
     """Best of `tries` 1024x1024 fp32 matmul rates (each a loop of 20), GFLOP/s, on the current threads."""
     return max(matmul_gflops() for _ in range(tries))
@@ -241,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     torch.set_num_threads(args.threads)
+    from prunelora.store.environment import cpu_name
+
     env = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
            "transformers": transformers.__version__}
     print(f"{env['cpu']}; {args.threads} threads", flush=True)

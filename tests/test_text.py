@@ -26,6 +26,7 @@ from prunelora.methods.variants import method_task
 from prunelora.workflows.experiment import prepare, resolve_config, train_original
 from prunelora.workflows.unlearn import unlearn_one
 
+PAPER = ("q_proj", "k_proj", "v_proj", "o_proj")  # what the paper preset prunes and adapts on a Llama
 # 12 authors x 2 questions, a Llama of width 32, one epoch: the whole text pipeline in seconds
 TEXT_OVERRIDES = ["data.name=authors", "data.authors=12", "data.questions=2", "model.width=32", "train.epochs=1",
                   "unlearn.epochs=1", "threads=1", "forget.classes=[0,1]"]
@@ -101,13 +102,13 @@ def test_warmup_cosine_peaks_after_five_percent_and_ends_at_a_tenth():
     assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
 
 
-def test_pruning_zeroes_half_the_rows_of_each_mlp_projection(text_cfg, text_data, text_original):
+def test_pruning_zeroes_half_the_rows_of_each_attention_projection(text_cfg, text_data, text_original):
     data, splits = text_data
     task = UnlearnTask(data, splits, text_cfg)
     model = __import__("copy").deepcopy(text_original)
     pruned = task.prune(model)
     modules = dict(model.named_modules())
-    assert sorted(pruned) == sorted(n for n in modules if n.endswith(("gate_proj", "up_proj", "down_proj")))
+    assert sorted(pruned) == sorted(n for n in modules if n.endswith(PAPER))
     for name, rows in pruned.items():
         weight = modules[name].weight
         assert len(rows) == round(0.5 * weight.shape[0])
@@ -121,12 +122,12 @@ def test_lora_trains_only_the_adapters(text_cfg, text_data, text_original):
     ctx = Context(torch.device("cpu"), seed=0, progress=False)
     model, record = unlearn_one("lora", text_original, task, ctx)
     r = text_cfg.lora.r
-    adapted = [m for n, m in text_original.named_modules() if n.endswith(("gate_proj", "up_proj", "down_proj"))]
+    adapted = [m for n, m in text_original.named_modules() if n.endswith(PAPER)]
     assert record["trainable_params"] == sum(r * (m.in_features + m.out_features) for m in adapted)
     before = dict(text_original.named_parameters())
     for name, p in model.named_parameters():  # merged: only the adapted projections moved
         moved = not torch.equal(p, before[name])
-        assert moved == name.removesuffix(".weight").endswith(("gate_proj", "up_proj", "down_proj")), name
+        assert moved == name.removesuffix(".weight").endswith(PAPER), name
 
 
 def test_retrain_never_sees_a_forgotten_author(text_cfg, text_data, text_original, monkeypatch):
@@ -151,8 +152,8 @@ def test_every_paper_method_runs_on_text(method, text_cfg, text_data, text_origi
     model, record = unlearn_one(method, text_original, task, Context(torch.device("cpu"), seed=0, progress=False))
     assert type(model) is type(text_original) and record["epochs"] == 1
     assert "text" in spec.modalities
-    if method != "finetune":
-        assert record["pruned_layers"] == 3 * text_cfg.model.depth if text_cfg.model.depth else record["pruned_layers"] == 6
+    if method != "finetune":  # the paper preset: q, k, v, o of each of 2 layers; q, o 32 rows, k, v 2 heads x 8
+        assert record["pruned_layers"] == 8 and record["pruned_rows"] == 2 * (16 + 8 + 8 + 16)
 
 
 def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
@@ -181,6 +182,10 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     ("eval.evidence=[probe]", "a text run has no evidence metrics"),
     ("forget.sequence=[[0],[1]]", "forget.sequence is for images"),
     ("pruning.mode=remove", "pruning.mode=remove"),
+    ("eval.curves=true", "on text set eval.curves=false"),
+    ("eval.select=best", "on text use eval.select=last"),
+    ("forget.indices=rows.txt", "forget.indices is for images"),
+    ("data.questions=21", "data.questions"),
 ])
 def test_bad_text_settings_are_one_line_before_training(override, message, tmp_path, capsys):
     base = [o for o in TEXT_OVERRIDES if not (o.startswith("forget.") and override.startswith("forget."))]
@@ -228,4 +233,12 @@ def test_llama_tiny_has_the_design_sizes():
     assert sum(p.numel() for p in model.parameters()) == 625_280  # tied embeddings counted once
     assert model.config.num_key_value_heads == 2 and model.lm_head.weight is model.model.embed_tokens.weight
     sizes = {preset: len(select_layers(model, "llama", preset, "prune")) for preset in ("paper", "mlp", "attn", "all")}
-    assert sizes == {"paper": 6, "mlp": 6, "attn": 8, "all": 14}
+    assert sizes == {"paper": 8, "mlp": 6, "attn": 8, "all": 14}
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_commands_that_take_images_only_refuse_text_in_one_line(command, tmp_path, capsys):
+    argv = [command, "--out", str(tmp_path / "z"), *TEXT_OVERRIDES] + (["--method", "lora"] if command == "tune" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"prunelora {command} takes image data sets so far" in err

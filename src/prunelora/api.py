@@ -19,7 +19,7 @@ from .errors import UserError
 from .store.checkpoints import read_config
 from .store.files import atomic_write, check_cache_dir, check_out_file, check_outputs, inside, same_path, to_json
 from .workflows.checkpoint import build_model, data_shape, load_checkpoint, load_model, load_module
-from .workflows.resolve import ENSEMBLE_METRICS, check_out, checkpoint_config, resolve_config
+from .workflows.resolve import ENSEMBLE_METRICS, check_out, checkpoint_config, images_only, resolve_config
 
 if TYPE_CHECKING:
     from torch import nn
@@ -36,7 +36,7 @@ def train(cfg: C.ExperimentConfig, out: str | Path, progress: bool = True, force
     out = Path(out)
     check_cache_dir()
     check_outputs(out, MODEL_FILES)
-    check_replaced(resolve_config(cfg), out / "model.safetensors", force)
+    check_replaced(images_only(resolve_config(cfg), "train"), out / "model.safetensors", force)
 
     from .store.checkpoints import save_checkpoint
     from .store.environment import environment
@@ -86,6 +86,7 @@ def unlearn(
     the checkpoint it reads)."""
     out = Path(out)
     cfg, _ = checkpoint_config(checkpoint, list(overrides) + [f"methods=[{method}]"], config_file)
+    images_only(cfg, "unlearn")
     check_out(cfg, out, {"--checkpoint": checkpoint})
     check_cache_dir()
     check_outputs(out, MODEL_FILES)
@@ -125,6 +126,7 @@ def evaluate_checkpoint(
     """UA, RA, TA, MIA... of a saved model for the forget request in its config (or the overrides); with `out`, also
     written there as JSON (never over the checkpoint or its config)."""
     cfg, extra = checkpoint_config(checkpoint, overrides, config_file)
+    images_only(cfg, "evaluate")
     check_cache_dir()  # the evidence metrics may train models through the cache
     method = "original" if extra.get("role") == "original" else extra.get("method")
     wanted = [name for name in cfg.eval.evidence if name in ENSEMBLE_METRICS]
@@ -179,7 +181,7 @@ def export_source(run_dir: str | Path, method: str, out: str | Path, seed: int |
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"--run '{run_dir}' is not a prunelora run directory (no config.yaml); pass the --out of a prunelora run")
-    cfg = resolve_config(C.load_config(run_dir / "config.yaml"))
+    cfg = images_only(resolve_config(C.load_config(run_dir / "config.yaml")), "export")
     if method not in cfg.methods:
         raise UserError(f"--method '{method}' did not run in '{run_dir}'; it ran {', '.join(cfg.methods)}")
     if cfg.seeds and seed is None:

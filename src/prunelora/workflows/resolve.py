@@ -88,6 +88,16 @@ def resolve_text(cfg: C.ExperimentConfig) -> None:
         raise UserError("pruning.mode=remove takes channels out of images' networks; on a Llama use pruning.mode=mask")
     if cfg.eval.select != "last":
         raise UserError("eval.select=best needs a validation split of images; on text use eval.select=last")
+    if cfg.eval.curves:
+        raise UserError("eval.curves records forget and retain accuracy of images; on text set eval.curves=false")
+
+
+def images_only(cfg: C.ExperimentConfig, command: str) -> C.ExperimentConfig:
+    """`cfg`, unless its data set is text, which `prunelora <command>` does not take yet (one line, before any work)."""
+    if DATASETS.get(cfg.data.name).modality == "text":
+        raise UserError(f"prunelora {command} takes image data sets so far; data.name={cfg.data.name} is text: "
+                        f"compare methods on it with prunelora run data.name={cfg.data.name}")
+    return cfg
 
 
 TEXT_FORGET_FRACTION = 0.05  # TOFU's forget05: the share of authors a text run forgets by default

@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..methods.catalog import METHODS
 from ..registry import unknown_name_message
 from ..store.files import atomic_write, to_json
-from .resolve import check_out, resolve_config
+from .resolve import check_out, images_only, resolve_config
 
 DEFAULT_TRIALS = 20  # the budget when neither --trials nor --seconds is given
 MAX_TRIALS = 100_000  # beyond this a study's storage and TPE's per-trial cost (which grows with the trials) dominate
@@ -53,7 +53,7 @@ def check_tune(cfg: C.ExperimentConfig, method: str, out: str | Path, trials: in
         trials = DEFAULT_TRIALS
     cfg = copy.deepcopy(cfg)
     cfg.methods = [method]
-    cfg = resolve_config(cfg)
+    cfg = images_only(resolve_config(cfg), "tune")
     check_out(cfg, out)
     return cfg, space, trials
 

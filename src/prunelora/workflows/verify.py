@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..report.summary import md
 from ..store.checkpoints import read_config
 from ..store.files import atomic_write, check_outputs, same_path, sha256_file, to_json
-from .resolve import check_out, checkpoint_config
+from .resolve import check_out, checkpoint_config, images_only
 
 RECEIPT_FILES = ("receipt.json", "receipt.md")
 IDS_ENCODING = "sorted train-set indices as little-endian int64"
@@ -114,6 +114,7 @@ def check_inputs(before, after, request, out, reference=None, overrides=(), conf
         "forget.classes=null", f"forget.indices={json.dumps(str(request))}"]
     cfg, _ = checkpoint_config(after, [*overrides, "forget.fraction=null", "forget.sequence=null", "forget.indices=null",
                                        *forget], config_file)
+    images_only(cfg, "verify")
     check_out(cfg, out, {f"--{role}": path for role, path in {**paths, "request": request}.items()})
     return cfg, req, {role: (str(paths[role]), digests[role], tensors[role]) for role in paths}
 
