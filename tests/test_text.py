@@ -23,6 +23,7 @@ from prunelora.engine.loop import (
 )
 from prunelora.methods import METHODS, UnlearnTask
 from prunelora.methods.variants import method_task
+from prunelora.metrics.catalog import TEXT_EXTRAS, TEXT_METRICS, text_keys
 from prunelora.workflows.experiment import prepare, resolve_config, train_original
 from prunelora.workflows.unlearn import unlearn_one
 
@@ -168,6 +169,17 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     for m in metrics.values():
         assert 0 <= m["forget_rougeL"] <= 1 and 0 < m["retain_prob"] <= 1
     assert metrics["retrain"]["avg_gap"] == 0 and metrics["prunelora"]["time_vs_retrain"] > 0
+    # against itself: KS p-value 1, privleak 0; every model's utility is a harmonic mean of shares
+    assert metrics["retrain"]["forget_quality"] == 1.0 and metrics["retrain"]["privleak"] == 0.0
+    for m in metrics.values():
+        assert 0 <= m["forget_quality"] <= 1 and 0 <= m["model_utility"] <= 1 and 0 <= m["forget_ES"] <= 1
+        assert 0 <= m["forget_truth_ratio"] <= 1 and -100 <= m["privleak"] + 1e-6
+    # every key a text run records is declared, and every declared metric has its column in the table
+    declared = set(text_keys()) | set(TEXT_EXTRAS)
+    for m in metrics.values():
+        assert set(m) <= declared, set(m) - declared
+    header = (out / "results.md").read_text().split("| Method |", 1)[1].split("\n", 1)[0]
+    assert all(f" {metric.header} |" in header for metric in TEXT_METRICS)
     assert "Forget ROUGE-L" in (out / "results.md").read_text() and (out / "tokenizer.json").is_file()
     assert main(["run", "--out", str(out), *TEXT_OVERRIDES]) == 0  # resumed: every method read back
     resumed = capsys.readouterr()

@@ -196,3 +196,18 @@ def test_score_answers(model):
     assert scores.generations == [decode(g).strip() for g in generated]
     references = ["w10 w11", "w12", "w13 w14 w15"]
     assert scores.rouge_l == rouge_l_recall(scores.generations, references)
+
+
+def test_answer_tokens_give_each_tokens_log_probability_and_argmax(model):
+    from prunelora.metrics.text import answer_tokens
+
+    prompts, answers = _examples(9, seed=3)
+    got = answer_tokens(model, prompts, answers, batch_size=4)
+    for prompt, answer, lp, am in zip(prompts, answers, got.logprobs, got.argmax):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + answer])).logits[0].double()
+        at = [len(prompt) - 1 + k for k in range(len(answer))]  # the positions that predict the answer's tokens
+        expected = [torch.log_softmax(logits[p], -1)[t].item() for p, t in zip(at, answer)]
+        assert lp.tolist() == pytest.approx(expected, abs=1e-6)
+        assert am == [int(logits[p].argmax()) for p in at]
+    torch.testing.assert_close(got.nll, answer_nll(model, prompts, answers, batch_size=64), rtol=0, atol=1e-6)

@@ -137,6 +137,15 @@ class TextData:
         table = [*self.source.qa, *self.source.facts]
         return [table[i] for i in self.source_rows(rows).tolist()]
 
+    def alternatives(self, rows: torch.Tensor, test: bool = False) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """Each row's paraphrased answer and its perturbed answers (wrong values in the trained answer's wording),
+        as answer tokens (EOS included): what TOFU's truth ratio compares."""
+        records = self.qa(rows, test)
+        paraphrases = encode_answers(self.tokenizer, [q.paraphrase for q in records], self.eos_id)
+        width = len(records[0].perturbed) if records else 0
+        flat = encode_answers(self.tokenizer, [p for q in records for p in q.perturbed], self.eos_id)
+        return paraphrases, [flat[k * width:(k + 1) * width] for k in range(len(records))]
+
     def prompts_answers(self, rows: torch.Tensor, test: bool = False) -> tuple[list[list[int]], list[list[int]]]:
         """Each row's prompt tokens and answer tokens (EOS included), as lists, for evaluation."""
         x, labels = (self.x_test, self.labels_test) if test else (self.x_train, self.labels_train)
@@ -147,6 +156,11 @@ class TextData:
             prompts.append(ids[:start])
             answers.append(ids[start:end])
         return prompts, answers
+
+
+def encode_answers(tokenizer, texts: list[str], eos_id: int) -> list[list[int]]:
+    """Answers as the models are trained to give them: " " + the text, then EOS."""
+    return [enc.ids + [eos_id] for enc in tokenizer.encode_batch([answer_text(t) for t in texts])]
 
 
 def encode_rows(tokenizer, records: list[QA], pad_id: int, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ def add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> None
     `kept[method]["outputs"]` holds each method's (train, test) logits."""
     ref = next((r["metrics"] for r in runs if r["method"] == "retrain" and "error" not in r), None)
     if is_text(getattr(inputs, "data", None)):
-        return add_text_comparisons(runs, ref)
+        return add_text_comparisons(runs, ref, kept, inputs.splits)
     reference = [EVIDENCE.get(n) for n in inputs.config.evidence if EVIDENCE.get(n).needs_reference]
     for r in runs:
         if "error" in r:
@@ -67,12 +67,23 @@ def add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> None
         m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None
 
 
-def add_text_comparisons(runs: list[dict], ref: dict | None) -> None:
-    """A text run's comparisons with retrain (in place): the mean |difference| over the declared gap metrics
-    (probabilities and ROUGE-L recalls, in [0, 1]) and the time ratio."""
+def add_text_comparisons(runs: list[dict], ref: dict | None, kept: dict, splits) -> None:
+    """A text run's comparisons with retrain (in place): forget quality (the KS-test p-value of the forgotten
+    authors' truth ratios against retrain's), privleak (the min-k AUC relative to retrain's), the mean |difference|
+    over the declared gap metrics (probabilities and ROUGE-L recalls, in [0, 1]) and the time ratio."""
+    from .text_eval import OUTPUT_COLUMNS
+    from .tofu import forget_quality, privleak
+
+    column = OUTPUT_COLUMNS.index("truth_ratio")
+    forget = splits.forget.cpu().numpy()
+    reference = (kept.get("retrain") or {}).get("outputs") if ref else None
     for r in runs:
         if "error" in r:
             continue
         m = r["metrics"]
+        mine = (kept.get(r["method"]) or {}).get("outputs")
+        both = reference is not None and mine is not None
+        m["forget_quality"] = forget_quality(mine[0][forget, column], reference[0][forget, column]) if both else None
+        m["privleak"] = privleak(m["min_k_auc"], ref["min_k_auc"]) if ref else None
         m["avg_gap"] = sum(abs(m[k] - ref[k]) for k in text_keys("gap")) / len(text_keys("gap")) if ref else None
         m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None

@@ -74,10 +74,24 @@ def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:
         yield order[start:start + batch_size]
 
 
-def answer_nll(model, prompts: list[list[int]], answers: list[list[int]], batch_size: int = 64,
-               device=None) -> torch.Tensor:
-    """Per example: the mean negative log-likelihood (nats per token) of the answer tokens given the prompt and the
-    answer tokens before them (teacher forcing), as a float64 tensor of shape (N,) on the CPU.
+@dataclass
+class AnswerTokens:
+    """Teacher-forced figures of each example's answer tokens: their log-probabilities (nats, float64) and the
+    model's argmax at each answer position (what it would have said there), in answer order."""
+
+    logprobs: list[torch.Tensor]
+    argmax: list[list[int]]
+
+    @property
+    def nll(self) -> torch.Tensor:
+        """(N,) mean NLL per answer token, float64: open-unlearning's `avg_loss`."""
+        return torch.stack([-lp.mean() for lp in self.logprobs]) if self.logprobs else torch.zeros(0, dtype=torch.float64)
+
+
+def answer_tokens(model, prompts: list[list[int]], answers: list[list[int]], batch_size: int = 64,
+                  device=None) -> AnswerTokens:
+    """Per example: the log-probability of each answer token given the prompt and the answer tokens before it
+    (teacher forcing), and the argmax there; one forward pass per batch serves every metric that reads them.
 
     Examples are sorted by total length and batched (`batch_size` at a time) so that a batch holds similar lengths;
     a batch is right-padded with token 0 under an attention mask, so the result does not depend on the batching."""
@@ -89,7 +103,8 @@ def answer_nll(model, prompts: list[list[int]], answers: list[list[int]], batch_
         if not answer:
             raise ValueError(f"example {i}: empty answer (a mean over no tokens)")
     device = _device(model, device)
-    nll = torch.zeros(len(prompts), dtype=torch.float64)
+    logprobs: list[torch.Tensor] = [torch.zeros(0)] * len(prompts)
+    argmax: list[list[int]] = [[] for _ in prompts]
     lengths = [len(p) + len(a) for p, a in zip(prompts, answers)]
     order = sorted(range(len(prompts)), key=lengths.__getitem__)
     with _inference(model):
@@ -108,12 +123,19 @@ def answer_nll(model, prompts: list[list[int]], answers: list[list[int]], batch_
             # only the answer-predicting positions: (K, V) with K the batch's answer tokens, row-major
             picked = logits[:, :-1][scored.to(logits.device)].to(torch.float64)
             targets = input_ids[:, 1:][scored].to(picked.device)
-            token_nll = -torch.log_softmax(picked, dim=-1).gather(1, targets[:, None]).squeeze(1).cpu()
-            row_of_token = scored.nonzero()[:, 0]
-            sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, row_of_token, token_nll)
-            counts = scored.sum(dim=1).to(torch.float64)
-            nll[torch.tensor(rows)] = sums / counts
-    return nll
+            token_lp = torch.log_softmax(picked, dim=-1).gather(1, targets[:, None]).squeeze(1).cpu()
+            token_argmax = picked.argmax(dim=-1).cpu()
+            counts = scored.sum(dim=1).tolist()
+            for i, lp, am in zip(rows, token_lp.split(counts), token_argmax.split(counts)):
+                logprobs[i], argmax[i] = lp, am.tolist()
+    return AnswerTokens(logprobs, argmax)
+
+
+def answer_nll(model, prompts: list[list[int]], answers: list[list[int]], batch_size: int = 64,
+               device=None) -> torch.Tensor:
+    """Per example: the mean negative log-likelihood (nats per token) of the answer tokens given the prompt and the
+    answer tokens before them (teacher forcing), as a float64 tensor of shape (N,) on the CPU (`answer_tokens`)."""
+    return answer_tokens(model, prompts, answers, batch_size, device).nll
 
 
 def answer_probability(nll: torch.Tensor) -> torch.Tensor:
@@ -185,6 +207,7 @@ class TextScores:
     probability: torch.Tensor  # (N,) exp(-nll)
     rouge_l: list[float]  # (N,) ROUGE-L recall of the greedy answer against the reference answer
     generations: list[str]  # (N,) the greedy answers, decoded and stripped
+    tokens: AnswerTokens | None = None  # each answer token's log-probability and the argmax there
 
 
 def score_answers(model, prompts: list[list[int]], answers: list[list[int]], decode: Callable[[list[int]], str],
@@ -192,10 +215,11 @@ def score_answers(model, prompts: list[list[int]], answers: list[list[int]], dec
     """Answer NLL and probability (teacher forcing on `answers`), and the ROUGE-L recall of the greedy answer to each
     prompt. `decode` turns token ids into text (the tokenizer's decode); the reference is decode(answer without a
     trailing `eos_id`), and both texts are stripped of surrounding whitespace, as in open-unlearning."""
-    nll = answer_nll(model, prompts, answers, batch_size=batch_size, device=device)
+    tokens = answer_tokens(model, prompts, answers, batch_size=batch_size, device=device)
+    nll = tokens.nll
     generated = greedy_generate(model, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id, batch_size=batch_size,
                                 device=device)
     generations = [decode(tokens).strip() for tokens in generated]
     references = [decode(a[:-1] if eos_id is not None and a and a[-1] == eos_id else a).strip() for a in answers]
     return TextScores(nll=nll, probability=answer_probability(nll), rouge_l=rouge_l_recall(generations, references),
-                      generations=generations)
+                      generations=generations, tokens=tokens)

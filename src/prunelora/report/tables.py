@@ -305,11 +305,17 @@ def text_report(results: dict) -> str:
          f"Unlearning: {md(u['optimizer'])} lr {u['lr']}, batch {u['batch_size']}, {u['epochs']} epochs. Pruning "
          f"{cfg['pruning']['amount']:.0%} of rows by L2 norm ({md(cfg['pruning']['targets'])}), LoRA r={cfg['lora']['r']} "
          f"alpha={cfg['lora']['alpha']} ({md(cfg['lora']['targets'])})."),
-        ("ROUGE-L: recall of the greedy answer (32 new tokens at most) against the trained answer (rouge-score, "
-         "stemmer on); prob: exp(-mean answer-token NLL) given the question; each the mean over the questions of the "
-         "forgotten authors, the retained authors, the holdout authors and the extra facts. Forgetting looks like "
-         "retrain's forget figures, which sit at its holdout figures (what a model that never saw an author gets from "
-         "the templates), not at 0. Avg gap: mean |difference to retrain| over the eight ROUGE-L and prob columns."),
+        ("TOFU's metrics, as open-unlearning computes them (docs/metrics.md). Forget quality: p-value of the KS test "
+         "between this model's truth ratios on the forgotten authors' questions and the retrained model's (1 = alike; "
+         "TOFU reads above 0.05 as forgotten). Model utility: harmonic mean of the retained authors' probability, "
+         "ROUGE-L and truth ratio and the extra facts' (probability normalised over the options). ROUGE-L: recall of "
+         "the greedy answer (32 new tokens at most) against the trained answer; prob: exp(-mean answer-token NLL); "
+         "truth ratio: perturbed against paraphrased answers (forgotten authors: mean of min(R, 1/R); elsewhere "
+         "mean of max(0, 1 - R)); ES, EM: extraction strength and exact memorisation of the forgotten answers; "
+         "privleak: min-k% (k 0.4) membership AUC of the forgotten against the holdout authors, relative to the "
+         "retrained model's (0 = like it, -100 = memorised). Forgetting looks like retrain's forget figures, which "
+         "sit at its holdout figures (what a model that never saw an author gets from the templates), not at 0. Avg "
+         "gap: mean |difference to retrain| over the eight ROUGE-L and prob columns."),
         text_table(results),
         *([failed] if failed else []),
         *([_cached_text(results)] if _cached_text(results) else []),
