@@ -18,7 +18,8 @@ usually ending with the EOS id). The reference is open-unlearning's `src/evals/m
 
 Departures from open-unlearning, none of which changes a score beyond rounding:
 
-* the log-softmax is taken in float64 (open-unlearning takes the cross-entropy in the logits' dtype);
+* the output projection runs only at the answer-predicting positions (the same numbers: a row's logits do not
+  depend on the other positions');
 * generation groups prompts of equal length into a batch, so no batch needs padding (open-unlearning left-pads a batch
   of 64 for `model.generate`); greedy tokens are those of each prompt alone, up to floating-point rounding;
 * `max_new_tokens` defaults to 32 here (open-unlearning's `configs/generation/default.yaml` says 64);
@@ -88,6 +89,17 @@ class AnswerTokens:
         return torch.stack([-lp.mean() for lp in self.logprobs]) if self.logprobs else torch.zeros(0, dtype=torch.float64)
 
 
+def _answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """The logits at the `scored` positions (B, L-1) only: a transformers causal LM runs its decoder over the batch
+    and its output projection over those positions (a third to a half of them on question-answer rows); any other
+    model runs whole."""
+    decoder, head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
+    if decoder is None or head is None or head() is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][scored]
+    hidden = decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return head()(hidden[:, :-1][scored])
+
+
 def answer_tokens(model, prompts: list[list[int]], answers: list[list[int]], batch_size: int = 64,
                   device=None) -> AnswerTokens:
     """Per example: the log-probability of each answer token given the prompt and the answer tokens before it
@@ -119,11 +131,11 @@ def answer_tokens(model, prompts: list[list[int]], answers: list[list[int]], bat
                 input_ids[b, :p + a] = torch.tensor(prompts[i] + answers[i], dtype=torch.long)
                 attention_mask[b, :p + a] = 1
                 scored[b, p - 1:p + a - 1] = True
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
             # only the answer-predicting positions: (K, V) with K the batch's answer tokens, row-major
-            picked = logits[:, :-1][scored.to(logits.device)].to(torch.float64)
+            picked = _answer_logits(model, input_ids.to(device), attention_mask.to(device), scored.to(device))
             targets = input_ids[:, 1:][scored].to(picked.device)
-            token_lp = torch.log_softmax(picked, dim=-1).gather(1, targets[:, None]).squeeze(1).cpu()
+            token_lp = torch.log_softmax(picked.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+            token_lp = token_lp.to(torch.float64).cpu()
             token_argmax = picked.argmax(dim=-1).cpu()
             counts = scored.sum(dim=1).tolist()
             for i, lp, am in zip(rows, token_lp.split(counts), token_argmax.split(counts)):
@@ -168,7 +180,8 @@ def greedy_generate(model, prompts: list[list[int]], max_new_tokens: int = 32, e
             for rows in _batches(by_length[length], batch_size):
                 input_ids = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
                 attention_mask = torch.ones_like(input_ids)
-                result = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+                # logits_to_keep=1: the output projection at the last position only, the one decoding reads
+                result = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
                 token = result.logits[:, -1].argmax(dim=-1)
                 steps = [token]
                 done = token == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
@@ -176,7 +189,7 @@ def greedy_generate(model, prompts: list[list[int]], max_new_tokens: int = 32, e
                     attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
                     name, cache = _cache_of(result)
                     result = model(input_ids=token[:, None], attention_mask=attention_mask, use_cache=True,
-                                   **{name: cache})
+                                   logits_to_keep=1, **{name: cache})
                     token = result.logits[:, -1].argmax(dim=-1)
                     steps.append(token)
                     if eos_id is not None:
