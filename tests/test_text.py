@@ -181,6 +181,7 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     header = (out / "results.md").read_text().split("| Method |", 1)[1].split("\n", 1)[0]
     assert all(f" {metric.header} |" in header for metric in TEXT_METRICS)
     assert "Forget ROUGE-L" in (out / "results.md").read_text() and (out / "tokenizer.json").is_file()
+    assert (out / "tofu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # forget quality against model utility
     assert main(["run", "--out", str(out), *TEXT_OVERRIDES]) == 0  # resumed: every method read back
     resumed = capsys.readouterr()
     assert resumed.err.count("done before") == 5 and "| prunelora |" in resumed.out
@@ -254,3 +255,19 @@ def test_commands_that_take_images_only_refuse_text_in_one_line(command, tmp_pat
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"prunelora {command} takes image data sets so far" in err
+
+
+def test_the_tofu_picture_draws_a_point_per_method_and_seed(monkeypatch):
+    from prunelora.report import plots
+
+    drawn = []
+    real = plots.plt.Axes.scatter
+    monkeypatch.setattr(plots.plt.Axes, "scatter", lambda ax, x, y, **k: drawn.append((k["label"], x, y)) or
+                        real(ax, x, y, **k))
+    runs = [{"method": m, "seed": s, "metrics": {"forget_quality": fq, "model_utility": mu}}
+            for m, s, fq, mu in [("retrain", 0, 1.0, 0.8), ("retrain", 1, 1.0, 0.82), ("prunelora", 0, 0.0, 0.6),
+                                 ("prunelora", 1, 1e-4, 0.7)]]
+    runs.append({"method": "lora", "seed": 0, "metrics": {}, "error": "diverged"})
+    assert plots.tofu_png({"runs": runs}, [])[:4] == b"\x89PNG"
+    assert drawn == [("retrain", (0.8, 0.82), (1.0, 1.0)), ("prunelora", (0.6, 0.7), (plots.FQ_FLOOR, 1e-4))]
+    assert plots.tofu_png({"runs": [{"method": "x", "seed": 0, "metrics": {"UA": 1.0}}]}, []) is None  # images

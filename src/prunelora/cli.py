@@ -189,7 +189,7 @@ def cmd_report(args) -> int:
 
     out = Path(args.out or args.runs[0])
     check_out_dir(out)
-    check_outputs(out, ("report.md", "report.csv", "report.tex", "bars.png", "curves.png"))
+    check_outputs(out, ("report.md", "report.csv", "report.tex", "bars.png", "curves.png", "tofu.png"))
     results = load_runs(args.runs)
 
     from .report.write import write_report  # matplotlib, and PyTorch for the set-ups: once the inputs are checked

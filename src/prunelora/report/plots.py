@@ -71,3 +71,33 @@ def curves_png(results: dict, rows: list[dict]) -> bytes | None:
     right.set(title="retain-set accuracy (%)", xlabel="epoch", ylim=(-2, 102))
     right.legend(fontsize=7, loc="lower right")
     return _png(fig)
+
+
+FQ_FLOOR = 1e-30  # forget quality is drawn at this floor where it is smaller (a KS p-value can underflow to 0)
+
+
+def tofu_png(results: dict, rows: list[dict]) -> bytes | None:
+    """TOFU's picture of a text run: forget quality (log scale) against model utility, a point per method and seed,
+    the retrained model's points marked; TOFU reads forget quality above 0.05 as forgotten (dotted)."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for r in results["runs"]:
+        m = r.get("metrics", {})
+        if "error" in r or m.get("forget_quality") is None or m.get("model_utility") is None:
+            continue
+        points.setdefault(r["method"], []).append((m["model_utility"], max(m["forget_quality"], FQ_FLOOR)))
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    green = matplotlib.colors.to_hex("tab:green")  # the retrained model's alone
+    others = iter(c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4
+                  if matplotlib.colors.to_hex(c) != green)
+    for method, xy in points.items():
+        retrain = method == "retrain"
+        ax.scatter(*zip(*xy), label=_label(method), marker="*" if retrain else "o", s=160 if retrain else 30,
+                   color="tab:green" if retrain else next(others), zorder=3 if retrain else 2)
+    ax.set_yscale("log")
+    ax.axhline(0.05, color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="model utility", ylabel="forget quality (KS p-value against retrain)",
+           title="each point a method and seed; star: the retrained model")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)

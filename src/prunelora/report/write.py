@@ -36,7 +36,7 @@ def write_report(results: dict, out: Path, formats: tuple[str, ...] = ("md", "cs
 
 def render_report(results: dict, formats: tuple[str, ...] = ("md", "csv", "tex")) -> dict[str, str | bytes]:
     """{file name: content} of the summary table in `formats` (report.md / .csv / .tex) and the plots."""
-    from .plots import bars_png, curves_png  # matplotlib: only when drawing
+    from .plots import bars_png, curves_png, tofu_png  # matplotlib: only when drawing
 
     rows = summary_rows(results)
     writers = {"md": to_markdown, "csv": to_csv, "tex": to_latex}
@@ -47,7 +47,7 @@ def render_report(results: dict, formats: tuple[str, ...] = ("md", "csv", "tex")
         if fmt == "md" and note:
             text += f"\n{note}\n"
         files[f"report.{fmt}"] = text
-    for name, draw in (("bars.png", bars_png), ("curves.png", curves_png)):
+    for name, draw in (("bars.png", bars_png), ("curves.png", curves_png), ("tofu.png", tofu_png)):
         png = draw(results, rows)
         if png is not None:
             files[name] = png

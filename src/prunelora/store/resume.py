@@ -170,7 +170,7 @@ def run_inputs(cfg, data) -> dict:
 
 # what a run writes in its --out (report.write writes the files): what --force removes, what is checked writable
 RUN_FILES = ("config.yaml", "results.md", "results.json", "report.md", "report.csv", "report.tex", "bars.png",
-             "curves.png", "tokenizer.json")
+             "curves.png", "tofu.png", "tokenizer.json")
 RUN_FOLDERS = ("progress", "models")
 
 
