@@ -6,6 +6,7 @@ Reading a request (class names, an index file) needs no PyTorch: `resolve.check_
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -52,6 +53,31 @@ def resolve_classes(requested: list, classes: list[str]) -> list[int]:
         raise UserError(
             f"forget.classes names all {len(classes)} classes, which leaves nothing to retain; forget fewer classes"
         )
+    return sorted(out)
+
+
+def author_indices(requested: list, authors: list[str]) -> list[int]:
+    """The indices of the authors a text request names (names or indices); an unknown name is one error with the
+    closest names."""
+    out = []
+    for item in requested:
+        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
+            index = int(item)
+            if not 0 <= index < len(authors):
+                raise UserError(f"forget.classes: author {index} is out of range; this data set has authors "
+                                f"0..{len(authors) - 1} (data.authors)")
+        elif item in authors:
+            index = authors.index(item)
+        else:
+            close = difflib.get_close_matches(str(item), authors, n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+                f"; authors are named like {authors[0]!r} (or give indices 0..{len(authors) - 1})"
+            raise UserError(f"forget.classes: {item!r} is not an author of this data set{hint}")
+        if index in out:
+            raise UserError(f"forget.classes names author {authors[index]!r} twice; name each author once")
+        out.append(index)
+    if len(out) >= len(authors):
+        raise UserError(f"forget.classes names all {len(authors)} authors, which leaves nothing to retain")
     return sorted(out)
 
 
@@ -102,12 +128,21 @@ def read_indices(path: str | Path, n: int) -> torch.Tensor:
     return torch.tensor(parse_indices(path, n), dtype=torch.long)
 
 
-def request_rows(forget, y_train: torch.Tensor, class_names: list[str]) -> tuple[list[int] | None, torch.Tensor]:
+def request_rows(forget, y_train: torch.Tensor, class_names: list[str], authors: bool = False
+                 ) -> tuple[list[int] | None, torch.Tensor]:
     """The one reading of a deletion request (a ForgetConfig) against a train set: (the forgotten classes, None
-    for a request of samples; the train rows it forgets). A sequence's requests count together."""
+    for a request of samples; the train rows it forgets). A sequence's requests count together. With `authors`
+    (text), the classes are authors: forget.classes names them, forget.fraction draws that share of them with
+    forget.seed, and every row of a forgotten author is forgotten."""
     import torch
 
     n = len(y_train)
+    if authors:
+        if forget.fraction is not None:
+            classes = random_indices(len(class_names), forget.fraction, forget.seed).tolist()
+        else:
+            classes = author_indices(forget.classes, class_names)
+        return classes, torch.nonzero(torch.isin(y_train.cpu(), torch.tensor(classes, dtype=y_train.dtype))).flatten()
     if forget.fraction is not None:
         return None, random_indices(n, forget.fraction, forget.seed)
     if forget.indices is not None:
@@ -117,9 +152,11 @@ def request_rows(forget, y_train: torch.Tensor, class_names: list[str]) -> tuple
     return classes, torch.nonzero(torch.isin(y_train.cpu(), torch.tensor(classes, dtype=y_train.dtype))).flatten()
 
 
-def request_splits(forget, y_train: torch.Tensor, y_test: torch.Tensor, class_names: list[str]) -> Splits:
-    """The splits of a deletion request: whole classes by label, or samples (a random fraction, listed indices)."""
-    classes, rows = request_rows(forget, y_train, class_names)
+def request_splits(forget, y_train: torch.Tensor, y_test: torch.Tensor, class_names: list[str],
+                   authors: bool = False) -> Splits:
+    """The splits of a deletion request: whole classes by label (authors on text), or samples (a random fraction,
+    listed indices)."""
+    classes, rows = request_rows(forget, y_train, class_names, authors)
     if classes is None:
         return make_sample_splits(y_train, y_test, rows)
     return make_splits(y_train, y_test, classes)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from ..config import require
+from ..config import PAPER_METHODS, require
 from ..registry import Registry, resolve
 
 # ---------------------------------------------------------------- search spaces (`prunelora tune`)
@@ -267,5 +267,5 @@ for _name, _summary, _uses, _config in [
      BoundaryShrinkConfig),
 ]:
     # the paper's five run on text too (the rule on a Llama's Linear rows); the baselines are image-only so far
-    _modalities = ("image", "text") if _name in ("retrain", "finetune", "prune_finetune", "prunelora", "lora") else ("image",)
+    _modalities = ("image", "text") if _name in PAPER_METHODS else ("image",)
     METHODS.add(_name, MethodSpec(_name, f"{__package__}.{_name}:{_name}", _summary, _uses, _config, _modalities))

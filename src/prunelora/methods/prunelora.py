@@ -6,7 +6,8 @@
    r=8, alpha=16; ViT: the last attention projection, r=16, alpha=32), dropout 0.1.
 3. Fine-tune the adapters and the whole classifier head on the retain set (Adam, lr 1e-3, 5 epochs);
    everything else is frozen. On a Llama (text) the rule prunes and adapts the `lora.targets` projections
-   (preset `paper` = the attention's q/k/v/o rows) and only the adapters train. BatchNorm follows `unlearn.bn` (default: recalibrated after training).
+   (preset `paper` = the attention's q/k/v/o rows) and only the adapters train. BatchNorm follows `unlearn.bn`
+   (default: recalibrated after training).
    When `lora.targets` selects the head itself (ViT `authors_code`: what the authors' ViT code trained),
    the head gets an adapter instead and its weight and bias stay frozen.
 4. Merge the adapters. The merged update B @ A is dense, so it writes into the pruned rows: the merged

@@ -74,7 +74,7 @@ def add_text_comparisons(runs: list[dict], ref: dict | None, kept: dict, splits)
     from .text_eval import OUTPUT_COLUMNS
     from .tofu import forget_quality, privleak
 
-    column = OUTPUT_COLUMNS.index("truth_ratio")
+    column, gap = OUTPUT_COLUMNS.index("truth_ratio"), text_keys("gap")
     forget = splits.forget.cpu().numpy()
     reference = (kept.get("retrain") or {}).get("outputs") if ref else None
     for r in runs:
@@ -85,5 +85,5 @@ def add_text_comparisons(runs: list[dict], ref: dict | None, kept: dict, splits)
         both = reference is not None and mine is not None
         m["forget_quality"] = forget_quality(mine[0][forget, column], reference[0][forget, column]) if both else None
         m["privleak"] = privleak(m["min_k_auc"], ref["min_k_auc"]) if ref else None
-        m["avg_gap"] = sum(abs(m[k] - ref[k]) for k in text_keys("gap")) / len(text_keys("gap")) if ref else None
+        m["avg_gap"] = sum(abs(m[k] - ref[k]) for k in gap) / len(gap) if ref else None
         m["time_vs_retrain"] = m["time_s"] / ref["time_s"] if ref and r["method"] != "original" else None

@@ -220,7 +220,7 @@ class TextScores:
     probability: torch.Tensor  # (N,) exp(-nll)
     rouge_l: list[float]  # (N,) ROUGE-L recall of the greedy answer against the reference answer
     generations: list[str]  # (N,) the greedy answers, decoded and stripped
-    tokens: AnswerTokens | None = None  # each answer token's log-probability and the argmax there
+    tokens: AnswerTokens  # each answer token's log-probability and the argmax there
 
 
 def score_answers(model, prompts: list[list[int]], answers: list[list[int]], decode: Callable[[list[int]], str],

@@ -81,23 +81,24 @@ def score_set(model, data: TextData, name: str, rows: torch.Tensor, test: bool, 
 def evaluate_text(model, data: TextData, splits, ctx, batch_size: int) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """(metrics, outputs): every declared per-model text metric, and each question's figures (`OUTPUT_COLUMNS`;
     train rows, then test rows; NaN where a row was not scored)."""
-    metrics, sets = {}, {}
+    metrics = {}
     train = np.full((len(data.y_train), len(OUTPUT_COLUMNS)), np.nan)
     test = np.full((len(data.y_test), len(OUTPUT_COLUMNS)), np.nan)
-    for name, (rows, is_test) in text_sets(data, splits).items():
+    sets_rows = text_sets(data, splits)
+    for name, (rows, is_test) in sets_rows.items():
         assert name in TEXT_SETS
         if len(rows) == 0:
             raise ValueError(f"the {name} set of this text request is empty")
-        sets[name] = score_set(model, data, name, rows, is_test, ctx, batch_size)
-        per = sets[name].pop("per")
-        metrics.update(sets[name])
+        scores = score_set(model, data, name, rows, is_test, ctx, batch_size)
+        per = scores.pop("per")
+        metrics.update(scores)
         target = test if is_test else train
         for j, column in enumerate(OUTPUT_COLUMNS):
             target[rows.numpy(), j] = per[column]
     metrics["model_utility"] = tofu.model_utility([
         metrics["retain_prob"], metrics["retain_rougeL"], metrics["retain_truth_ratio"],
         metrics["facts_norm_prob"], metrics["facts_rougeL"], metrics["facts_truth_ratio"]])
-    forget, holdout = text_sets(data, splits)["forget"][0], text_sets(data, splits)["holdout"][0]
+    forget, holdout = sets_rows["forget"][0], sets_rows["holdout"][0]
     min_k = OUTPUT_COLUMNS.index("min_k")
     metrics["min_k_auc"] = tofu.auc_members(train[forget.numpy(), min_k], test[holdout.numpy(), min_k])
     return metrics, (train, test)

@@ -82,7 +82,6 @@ MODELS.add("llama-tiny", ModelSpec(
     "parameters with a 2,048-token vocabulary, the text default"))
 
 TEXT_MODEL = "llama-tiny"  # the model a text data set runs when model.name is left at the image default
-IMAGE_MODEL = "resnet18-tiny"  # ModelConfig.name's default
 
 _TIMM_TRAINING = TrainDefaults(epochs=30, optimizer="adamw", lr=1e-3, weight_decay=0.05)
 

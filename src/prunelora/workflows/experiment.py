@@ -22,8 +22,6 @@ from ..data import (
     ImageData,
     Splits,
     load_dataset,
-    make_splits,
-    random_indices,
 )
 from ..data import request_splits as data_request_splits
 from ..data.catalog import is_text
@@ -38,7 +36,7 @@ from ..models import TIMM_PREFIX, arch_of, check_timm_name, classifier_name, cre
 from ..models.pruning import removal_roots
 from ..store import cache
 from ..store.checkpoints import load_weights, read_state_dict
-from .resolve import author_indices, check_out, memory_available, resolve_config
+from .resolve import check_out, memory_available, resolve_config
 from .validation import Validation, selection_data
 
 __all__ = ["Experiment", "check_model", "make_context", "model_facts", "open_experiment", "prepare", "request_splits",
@@ -314,16 +312,8 @@ def prepare_all(cfg: C.ExperimentConfig, device: torch.device | None = None
 
 
 def request_splits(forget: C.ForgetConfig, data: ImageData) -> Splits:
-    """The splits of a deletion request on `data` (data/splits.py reads the request); on text, the request names
-    authors (forget.classes) or draws a share of them (forget.fraction, seeded by forget.seed), and every question of
-    a forgotten author is forgotten."""
-    if is_text(data):
-        if forget.fraction is not None:
-            authors = random_indices(len(data.classes), forget.fraction, forget.seed).tolist()
-        else:
-            authors = author_indices(forget.classes, data.classes)
-        return make_splits(data.y_train, data.y_test, authors)
-    return data_request_splits(forget, data.y_train, data.y_test, data.classes)
+    """The splits of a deletion request on `data` (data/splits.py reads the request; on text it names authors)."""
+    return data_request_splits(forget, data.y_train, data.y_test, data.classes, authors=is_text(data))
 
 
 def model_facts(data: ImageData, channels_removed: bool = False) -> dict:

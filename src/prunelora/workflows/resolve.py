@@ -7,17 +7,16 @@ then checks what needs the data set or the model built. The same goes for a chec
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 
 from .. import config as C
 from ..data.catalog import DATASETS, class_names, default_forget
-from ..data.splits import class_index, parse_indices
+from ..data.splits import author_indices, class_index, parse_indices
 from ..errors import UserError
 from ..methods.catalog import METHODS
 from ..methods.variants import base_method, resolve_methods, variant_config
 from ..metrics.catalog import EVIDENCE
-from ..models.presets import IMAGE_MODEL, TEXT_MODEL, arch_of, get_spec
+from ..models.presets import TEXT_MODEL, arch_of, get_spec
 from ..store.checkpoints import read_config
 from ..store.files import check_out_dir, same_path
 
@@ -27,7 +26,7 @@ ENSEMBLE_METRICS = ("forgetting_quality", "klom")  # evidence that unlearns orig
 def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     """Check names and fill every `None` with the model preset's value; the result is what runs."""
     cfg = copy.deepcopy(cfg)
-    text = DATASETS.get(cfg.data.name).modality == "text"
+    text = text_data(cfg)
     if text:
         resolve_text(cfg)
     spec = get_spec(cfg.model.name)
@@ -57,8 +56,19 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     return cfg
 
 
-# the image default's evidence, which a text run leaves out (its own evidence comes with TOFU's metrics)
-IMAGE_EVIDENCE = C.EvalConfig().evidence
+# the image defaults a text run replaces: the model, and the evidence (text has none yet)
+IMAGE_MODEL, IMAGE_EVIDENCE = C.ModelConfig().name, C.EvalConfig().evidence
+TEXT_FORGET_FRACTION = 0.05  # TOFU's forget05: the share of authors a text run forgets by default
+
+
+def text_data(cfg: C.ExperimentConfig) -> bool:
+    """Whether the config's data set is text (its catalog modality)."""
+    return DATASETS.get(cfg.data.name).modality == "text"
+
+
+def text_methods() -> list[str]:
+    """The registered methods with a text version (`MethodSpec.modalities`), in registry order."""
+    return [m for m in METHODS.names() if "text" in METHODS.get(m).modalities]
 
 
 def resolve_text(cfg: C.ExperimentConfig) -> None:
@@ -68,7 +78,7 @@ def resolve_text(cfg: C.ExperimentConfig) -> None:
     if cfg.model.name == IMAGE_MODEL:
         cfg.model.name = TEXT_MODEL
     if cfg.methods == ["all"]:  # every method with a text version
-        cfg.methods = [m for m in METHODS.names() if "text" in METHODS.get(m).modalities] + list(cfg.variants)
+        cfg.methods = text_methods() + list(cfg.variants)
     if get_spec(cfg.model.name).family != "llama":
         raise UserError(f"model {cfg.model.name} is an image model; data.name={cfg.data.name} is text: use "
                         f"model.name={TEXT_MODEL}")
@@ -94,13 +104,10 @@ def resolve_text(cfg: C.ExperimentConfig) -> None:
 
 def images_only(cfg: C.ExperimentConfig, command: str) -> C.ExperimentConfig:
     """`cfg`, unless its data set is text, which `prunelora <command>` does not take yet (one line, before any work)."""
-    if DATASETS.get(cfg.data.name).modality == "text":
+    if text_data(cfg):
         raise UserError(f"prunelora {command} takes image data sets so far; data.name={cfg.data.name} is text: "
                         f"compare methods on it with prunelora run data.name={cfg.data.name}")
     return cfg
-
-
-TEXT_FORGET_FRACTION = 0.05  # TOFU's forget05: the share of authors a text run forgets by default
 
 
 def check_text_methods(cfg: C.ExperimentConfig) -> None:
@@ -108,9 +115,8 @@ def check_text_methods(cfg: C.ExperimentConfig) -> None:
     for name in cfg.methods:
         base = base_method(cfg, name)
         if "text" not in METHODS.get(base).modalities:
-            text = [m for m in METHODS.names() if "text" in METHODS.get(m).modalities]
             raise UserError(f"method {name} has no text version yet; on data.name={cfg.data.name} run "
-                            f"{', '.join(text)}")
+                            f"{', '.join(text_methods())}")
 
 
 def check_request(cfg: C.ExperimentConfig) -> None:
@@ -118,11 +124,12 @@ def check_request(cfg: C.ExperimentConfig) -> None:
     each forget class exists, no class is named twice (a name and its index included), one class at least is
     retained, and a forget.indices file holds distinct indices of the train set. What is not known yet (an image
     folder's size) is checked again once the data is loaded (`experiment.request_splits`)."""
-    forget, classes = cfg.forget, class_names(cfg.data)
-    if DATASETS.get(cfg.data.name).modality == "text":
+    forget = cfg.forget
+    if text_data(cfg):  # the authors are generated (a fraction of a second) only when the request names some
         if forget.classes is not None:
-            author_indices(forget.classes, classes)
+            author_indices(forget.classes, class_names(cfg.data))
         return
+    classes = class_names(cfg.data)
     if forget.kind == "classes" and classes is not None:
         key = "forget.sequence" if forget.sequence is not None else "forget.classes"
         named: dict[int, int | str] = {}
@@ -137,31 +144,6 @@ def check_request(cfg: C.ExperimentConfig) -> None:
     if forget.indices is not None:
         sizes = DATASETS.get(cfg.data.name).sizes(cfg.data.test_fraction)
         parse_indices(forget.indices, sizes[0] if sizes else None)
-
-
-def author_indices(requested: list, authors: list[str]) -> list[int]:
-    """The indices of the authors a text request names (names or indices); an unknown name is one error with the
-    closest names."""
-    out = []
-    for item in requested:
-        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
-            index = int(item)
-            if not 0 <= index < len(authors):
-                raise UserError(f"forget.classes: author {index} is out of range; this data set has authors "
-                                f"0..{len(authors) - 1} (data.authors)")
-        elif item in authors:
-            index = authors.index(item)
-        else:
-            close = difflib.get_close_matches(str(item), authors, n=3, cutoff=0.5)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
-                f"; authors are named like {authors[0]!r} (or give indices 0..{len(authors) - 1})"
-            raise UserError(f"forget.classes: {item!r} is not an author of this data set{hint}")
-        if index in out:
-            raise UserError(f"forget.classes names author {authors[index]!r} twice; name each author once")
-        out.append(index)
-    if len(out) >= len(authors):
-        raise UserError(f"forget.classes names all {len(authors)} authors, which leaves nothing to retain")
-    return sorted(out)
 
 
 def check_pruning_amount(cfg: C.ExperimentConfig) -> None:
