@@ -246,7 +246,7 @@ def cmd_verify(args) -> int:
 def cmd_list(args) -> int:
     from .data.catalog import DATASETS
     from .methods.catalog import METHODS
-    from .metrics.catalog import EVIDENCE, TEXT_METRICS
+    from .metrics.catalog import EVIDENCE, declared
     from .models import MODELS, target_presets
 
     print("methods (settings: hparams.<method>.<key>; each can also set epochs, lr, optimizer, batch_size,")
@@ -271,10 +271,12 @@ def cmd_list(args) -> int:
     print("evidence metrics (eval.evidence):")
     for name in EVIDENCE:
         print(f"  {name:<18} {EVIDENCE.get(name).summary}")
-    print("text metrics (data.name=authors):")
-    for metric in TEXT_METRICS:
-        better = "closest to retrain" if metric.better == "retrain" else metric.better
-        print(f"  {metric.key:<18} {metric.header} ({better} is better)")
+    for modality in ("image", "text"):
+        print(f"metrics of {modality} runs (table: column; which is better):")
+        for metric in declared(modality):
+            better = "closest to retrain" if metric.better == "retrain" else metric.better
+            needs = ", against retrain" if metric.reference else ""
+            print(f"  {metric.key:<19} {metric.table}: {metric.header} ({better}{needs})")
     return 0
 
 

@@ -10,6 +10,7 @@ from ..data import ImageData, Splits
 from ..engine import dist
 from ..engine.context import Context
 from . import mia
+from .catalog import keys
 
 
 @torch.inference_mode()
@@ -67,9 +68,7 @@ def quality(train_logits: np.ndarray, test_logits: np.ndarray, data: ImageData, 
     return metrics
 
 
-GAP_METRICS = ("UA", "MIA", "RA", "TA")
-
-
 def avg_gap(metrics: dict, reference: dict) -> float:
-    """Mean absolute difference to the reference (retrain) over UA, MIA, RA, TA, in points."""
-    return float(np.mean([abs(metrics[k] - reference[k]) for k in GAP_METRICS]))
+    """Mean absolute difference to the reference (retrain) over the image metrics declared with gap (UA, MIA, RA,
+    TA), in points."""
+    return float(np.mean([abs(metrics[k] - reference[k]) for k in keys("image", gap=True)]))

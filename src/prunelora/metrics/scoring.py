@@ -11,7 +11,7 @@ from torch import nn
 from ..data import ImageData, Splits
 from ..data.catalog import is_text
 from ..engine.context import Context, seed_everything
-from .catalog import EVIDENCE, text_keys
+from .catalog import EVIDENCE, keys
 from .evaluate import avg_gap, outputs, quality
 from .evidence import EvidenceInput
 
@@ -74,7 +74,7 @@ def add_text_comparisons(runs: list[dict], ref: dict | None, kept: dict, splits)
     from .text_eval import OUTPUT_COLUMNS
     from .tofu import forget_quality, privleak
 
-    column, gap = OUTPUT_COLUMNS.index("truth_ratio"), text_keys("gap")
+    column, gap = OUTPUT_COLUMNS.index("truth_ratio"), keys("text", gap=True)
     forget = splits.forget.cpu().numpy()
     reference = (kept.get("retrain") or {}).get("outputs") if ref else None
     for r in runs:

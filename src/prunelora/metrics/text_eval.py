@@ -1,7 +1,7 @@
 """A text run's metrics of one model: each question set's answer probability, ROUGE-L recall and truth ratio, the
 forgotten authors' extraction strength and exact memorisation, model utility and the min-k membership AUC
 (`text.py` computes the per-question figures once per model, `tofu.py` the formulas), under the keys
-`catalog.TEXT_METRICS` declares. Forget quality and privleak compare with the retrained model
+`catalog.METRICS` declares. Forget quality and privleak compare with the retrained model
 (`scoring.add_text_comparisons`), from the per-question figures each model keeps (`OUTPUT_COLUMNS`).
 
 The sets: the forgotten authors' questions, the retained authors', the holdout authors' (never trained on: what a

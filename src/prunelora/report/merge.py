@@ -10,20 +10,17 @@ from pathlib import Path
 from ..config import merge
 from ..errors import UserError
 from ..methods.catalog import METHODS
+from ..metrics.catalog import METRICS as DECLARED
+from ..metrics.catalog import keys
 from ..store.resume import first_difference
-from .summary import TABLE_KEYS
-from .tables import EVIDENCE_KEYS, MAIN_KEYS, MIA_KEYS, QUALITY_KEYS
 
 # what must match for runs to be merged: the same data, model, original recipe and request
 SAME = ("data", "model", "train", "forget")
 # eval settings that add columns without changing any other number: runs that differ only in them still merge
 EVAL_COLUMNS = ("evidence", "curves", "batch_size", "quality_leaks")
-# what every finished run holds (a number, or null for an undefined one), and every metric and info entry a table
-# or plot reads: a number or null where present
-REQUIRED = ("UA", "MIA", "RA", "TA")
-METRICS = tuple(dict.fromkeys((*TABLE_KEYS, *MAIN_KEYS, *MIA_KEYS, *EVIDENCE_KEYS, *QUALITY_KEYS, "quality_F_low",
-                               "quality_F_high", "quality_models", "quality_max_epsilon", "quality_ceiling",
-                               "cumulative_time_s")))
+# every declared number and its parts (`metrics.catalog.METRICS`), and every info entry a table or plot reads: a
+# number or null where present
+METRICS = tuple(dict.fromkeys(k for m in DECLARED if m.kind == "number" for k in (m.key, *m.parts)))
 INFO = ("trainable_params", "pruned_rows", "pruned_rows_still_zero", "forget_head_rows_pruned", "params_after",
         "params_before", "optimizer_state_mb")
 FIX = "pass a results.json written by prunelora run"
@@ -117,7 +114,8 @@ def check_results(results, path: Path) -> None:
             and isinstance(r.get("info", {}), dict)
         if not ok:
             raise UserError(f"'{path}': run {i} lacks its method, seed or metrics; {fix}")
-        _check_run(r, f"runs[{i}]", path)
+        data = results.get("data") if isinstance(results.get("data"), dict) else {}
+        _check_run(r, f"runs[{i}]", path, data.get("modality", "image"))
 
 
 def _number(value) -> bool:
@@ -129,18 +127,25 @@ def _wrong(path: Path, key: str, value) -> UserError:
     return UserError(f"'{path}': {key} is {shown}, not a number (or null); {FIX}")
 
 
-def _check_run(r: dict, at: str, path: Path) -> None:
+def required(modality: str) -> tuple[str, ...]:
+    """What every finished run of `modality` holds (a number, or null for an undefined one): the metrics its progress
+    line prints, but time."""
+    return keys(modality, progress=True, cost=False)
+
+
+def _check_run(r: dict, at: str, path: Path, modality: str) -> None:
     """The values of one run that the tables and plots read: numbers or null, the leak and history lists."""
     if "error" in r:  # a failed run: listed apart with its error, no metrics read
         if not isinstance(r["error"], str):
             raise UserError(f"'{path}': {at}.error is not text; {FIX}")
         return
     m, info = r["metrics"], r.get("info", {})
-    for key in REQUIRED:
+    for key in required(modality):
         if key not in m:
-            raise UserError(f"'{path}': {at}.metrics has no '{key}' (every finished run has {', '.join(REQUIRED)}); {FIX}")
-    for where, values, keys in (("metrics", m, METRICS), ("info", info, INFO)):
-        for key in keys:
+            raise UserError(f"'{path}': {at}.metrics has no '{key}' (every finished run has "
+                            f"{', '.join(required(modality))}); {FIX}")
+    for where, values, names in (("metrics", m, METRICS), ("info", info, INFO)):
+        for key in names:
             if key in values and not _number(values[key]):
                 raise _wrong(path, f"{at}.{where}.{key}", values[key])
     if r.get("step") is not None and not (isinstance(r["step"], int) and not isinstance(r["step"], bool)):

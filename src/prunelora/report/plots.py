@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-BAR_KEYS = ("UA", "MIA", "RA", "TA", "relearn_TA", "attack")
+from ..metrics.catalog import keys as declared_keys
 
 
 def _label(name: str) -> str:
@@ -26,7 +26,7 @@ def _png(fig) -> bytes:
 
 def bars_png(results: dict, rows: list[dict]) -> bytes | None:
     """One panel per metric: each method's mean (± std) beside retrain's, drawn as a dashed line."""
-    keys = [k for k in BAR_KEYS if any(k in r for r in rows)]
+    keys = [k for k in declared_keys("image", bar=True) if any(k in r for r in rows)]
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(2.2 * len(keys) + 1, 0.32 * len(rows) + 1.6), sharey=True)

@@ -9,11 +9,7 @@ import io
 import math
 import re
 
-from ..metrics.catalog import text_keys
-
-TABLE_KEYS = ("UA", "MIA", "RA", "TA", "probe", "relearn_TA", "attack", "JS_forget", "quality_F", "quality_score",
-              "KLOM_forget", "time_s", "peak_memory_mb")
-
+from ..metrics import catalog
 
 # what markdown (GitHub's included: tables, strikethrough, math) reads as syntax in running text and table cells;
 # an underscore only at a word's edge (inside a word, as in grad_ascent, it never emphasises and stays as it is)
@@ -45,8 +41,8 @@ def mean_std(values: list) -> tuple[float, float] | None:
 
 
 def summary_keys(results: dict) -> tuple[str, ...]:
-    """The summary's metrics: the image table's, or for a text run every declared text metric."""
-    return text_keys() if results.get("data", {}).get("modality") == "text" else TABLE_KEYS
+    """The summary's metrics, as declared (`metrics.catalog.summary_keys`) for the run's modality."""
+    return catalog.summary_keys(results.get("data", {}).get("modality", "image"))
 
 
 def summary_rows(results: dict, keys: tuple[str, ...] | None = None) -> list[dict]:
@@ -72,7 +68,9 @@ def _stats(metrics: list[dict], keys: tuple[str, ...]) -> dict:
 
 
 def _keys(rows: list[dict]) -> list[str]:
-    return [k for k in dict.fromkeys((*TABLE_KEYS, *text_keys())) if any(k in r for r in rows)]
+    """The summary columns the rows hold, in declaration order."""
+    every = {*catalog.summary_keys("image"), *catalog.summary_keys("text")}
+    return [k for k in dict.fromkeys(m.key for m in catalog.METRICS) if k in every and any(k in r for r in rows)]
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -84,12 +82,14 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\nEach cell: mean ± sample std over seeds [difference of the mean to retrain's].\n"
 
 
-def cell(v: dict | None, pm: str = "±", with_gap: bool = True) -> str:
-    """'mean ± std [gap]' of a summary row's entry, two decimals; '-' for a metric the runs do not hold."""
+def cell(v: dict | None, pm: str = "±", with_gap: bool = True, digits: int = 2, fmt: str = "f") -> str:
+    """'mean ± std [gap]' of a summary row's entry, `digits` decimals (`fmt` e: scientific); '-' for a metric the
+    runs do not hold."""
     if v is None:
         return "-"
-    gap = "" if v["gap"] is None or not with_gap else f" [{v['gap']:+.2f}]"
-    return f"{v['mean']:.2f} {pm} {v['std']:.2f}{gap}"
+    spec = f".{digits}{fmt}"
+    gap = "" if v["gap"] is None or not with_gap else f" [{v['gap']:+{spec}}]"
+    return f"{v['mean']:{spec}} {pm} {v['std']:{spec}}{gap}"
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import math
 
-from ..metrics.catalog import TEXT_METRICS, text_keys
+from ..metrics.catalog import Metric, declared
 from .summary import cell, md, summary_rows
 
 
-def _fmt(value, digits: int = 2) -> str:
+def _fmt(value, digits: int = 2, fmt: str = "f") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.{digits}f}"
+    return f"{value:.{digits}{fmt}}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -20,9 +20,31 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-MAIN_KEYS = ("UA", "MIA", "RA", "TA", "forget_TA", "time_s", "time_per_epoch_s", "time_vs_retrain", "peak_memory_mb",
-             "avg_gap")
-MAIN_HEADER = ["Method", "UA", "MIA", "RA", "TA", "Forget TA", "Time s", "s/epoch", "x retrain", "Peak MB", "Avg gap"]
+def modality(results: dict) -> str:
+    """image | text: the modality of the run's data set (runs recorded before text existed are image runs)."""
+    return results.get("data", {}).get("modality", "image")
+
+
+def columns(results: dict, table: str) -> list[tuple[Metric, str]]:
+    """(metric, header) of every declared metric `table` shows that some run of `results` recorded, in declaration
+    order (`metrics.catalog.METRICS`)."""
+    runs = results["runs"]
+    return [(m, m.shown_in(table)) for m in declared(modality(results), table)
+            if any(m.key in r["metrics"] for r in runs)]
+
+
+def metric_table(results: dict, table: str, cells=None) -> str:
+    """The declared `table` of `results`: one row per run with each metric at its declared digits, or with several
+    seeds one row per method of mean ± std over them (2 decimals on images). `cells(run, metric)` may write a
+    one-seed cell its own way (None: the default)."""
+    shown = columns(results, table)
+    header = ["Method"] + [h for _, h in shown]
+    if len(seeds_of(results)) > 1:
+        return _aggregate_table(results, [m for m, _ in shown], header)
+    own = cells or (lambda r, m: None)
+    rows = [[md(r["method"])] + [own(r, m) or _fmt(r["metrics"].get(m.key), m.digits, m.fmt) for m, _ in shown]
+            for r in results["runs"]]
+    return _table(header, rows)
 
 
 def completed(results: dict) -> dict:
@@ -42,35 +64,24 @@ def seeds_of(results: dict) -> list[int]:
     return sorted({r["seed"] for r in results["runs"]})
 
 
-def _aggregate_table(results: dict, keys: tuple[str, ...], header: list[str]) -> str:
-    """One row per method: mean ± sample std over the seeds."""
+def _aggregate_table(results: dict, metrics: list[Metric], header: list[str]) -> str:
+    """One row per method: mean ± sample std over the seeds (text: at each metric's declared digits)."""
     n_seeds = len(seeds_of(results))
+    text = modality(results) == "text"
     rows = []
-    for row in summary_rows(results, keys):
+    for row in summary_rows(results, tuple(m.key for m in metrics)):
         runs = row["seeds"]
         label = md(row["method"]) if runs == n_seeds else f"{md(row['method'])} ({runs} of {n_seeds} seeds)"
-        rows.append([label] + [cell(row.get(k), with_gap=False) for k in keys])
+        rows.append([label] + [cell(row.get(m.key), with_gap=False, digits=m.digits if text else 2,
+                                    fmt=m.fmt if text else "f") for m in metrics])
     return _table(header, rows)
 
 
 def main_table(results: dict) -> str:
     """UA, MIA, RA, TA (%), forget-class test accuracy, cost, and Avg. Gap to retrain (mean ± std over seeds);
     for a sequence of requests also the time spent over all requests so far. A text run: `text_table`."""
-    if results["data"].get("modality") == "text":
-        return text_table(results)
-    keys, header = MAIN_KEYS, MAIN_HEADER
-    if any("cumulative_time_s" in r["metrics"] for r in results["runs"]):
-        keys, header = keys + ("cumulative_time_s",), header + ["Cumulative s"]
-    if len(seeds_of(results)) > 1:
-        return _aggregate_table(results, keys, header)
-    digits = {"time_s": 1, "peak_memory_mb": 1, "cumulative_time_s": 1}
-    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(k), digits.get(k, 2)) for k in keys] for r in results["runs"]]
-    return _table(header, rows)
+    return metric_table(results, "main")
 
-
-MIA_KEYS = ("MIA", "MIA_entropy", "MIA_m_entropy", "MIA_loss_balanced", "MIA_loss_authors")
-MIA_HEADER = ["Method", "confidence (SVC)", "entropy (SVC)", "m-entropy (SVC)", "loss (log. reg., balanced)",
-              "loss (log. reg., authors' code: unbalanced)"]
 
 MIA_TEXT = (
     "Share (%) of forget samples each attack calls non-members. Balanced: retain samples against as many test "
@@ -80,28 +91,14 @@ MIA_TEXT = (
 
 
 def mia_table(results: dict) -> str:
-    """MIA-Efficacy of every attack variant (%); a variant a run did not record (older runs) shows '-'."""
-    if len(seeds_of(results)) > 1:
-        return _aggregate_table(results, MIA_KEYS, MIA_HEADER)
-    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(k)) for k in MIA_KEYS] for r in results["runs"]]
-    return _table(MIA_HEADER, rows)
+    """MIA-Efficacy of every attack variant the runs recorded (%)."""
+    return metric_table(results, "mia")
 
-
-EVIDENCE_KEYS = ("probe", "relearn_TA", "attack", "KL_forget", "JS_forget", "KL_test", "JS_test")
-EVIDENCE_HEADER = ["Method", "Probe %", "Relearn TA %", "Attack %", "KL forget", "JS forget", "KL test", "JS test"]
 
 
 def evidence_table(results: dict) -> str:
     """Probe accuracy, accuracy after relearning, and divergence from retrain (columns present in the runs)."""
-    present = [k for k in EVIDENCE_KEYS if any(k in r["metrics"] for r in results["runs"])]
-    if not present:
-        return ""
-    header = ["Method"] + [EVIDENCE_HEADER[EVIDENCE_KEYS.index(k) + 1] for k in present]
-    if len(seeds_of(results)) > 1:
-        return _aggregate_table(results, tuple(present), header)
-    digits = {"probe": 2, "relearn_TA": 2, "attack": 2}
-    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(k), digits.get(k, 4)) for k in present] for r in results["runs"]]
-    return _table(header, rows)
+    return metric_table(results, "evidence") if columns(results, "evidence") else ""
 
 
 EVIDENCE_TEXT = (
@@ -115,11 +112,6 @@ EVIDENCE_TEXT = (
     "KL (retrain || model) and JS, in nats, on the forget set and the whole test set: 0 = retrain's outputs."
 )
 
-
-QUALITY_KEYS = ("quality_F", "quality_score", "quality_leaking", "KLOM_forget", "KLOM_forget_p95", "KLOM_test",
-                "quality_time_s", "klom_time_s")
-QUALITY_HEADER = ["Method", "F [95% interval]", "Final score [95%]", "Leaking %", "KLOM forget", "KLOM forget p95",
-                  "KLOM test", "F s", "KLOM s"]
 
 QUALITY_TEXT = (
     "## Forgetting quality: the unlearning challenge's score and KLOM\n\n"
@@ -139,22 +131,15 @@ QUALITY_TEXT = (
 
 def quality_table(results: dict) -> str:
     """F with its interval, final score, leaking share, KLOM and seconds (columns present in the runs)."""
-    runs = results["runs"]
-    present = [k for k in QUALITY_KEYS if any(k in r["metrics"] for r in runs)]
-    if not present:
-        return ""
-    header = ["Method"] + [QUALITY_HEADER[QUALITY_KEYS.index(k) + 1] for k in present]
-    if len(seeds_of(results)) > 1:
-        return _aggregate_table(results, tuple(present), header)
-    rows = []
-    for r in runs:
-        m = r["metrics"]
-        cells = {k: _fmt(m.get(k), 1 if k in ("quality_time_s", "klom_time_s", "quality_leaking") else 3) for k in present}
-        for key in ("quality_F", "quality_score"):  # each with its 95% interval where the run recorded one
-            if key in present and m.get(key) is not None and m.get(f"{key}_low") is not None:
-                cells[key] = f"{m[key]:.3f} [{m[f'{key}_low']:.3f}, {m[f'{key}_high']:.3f}]"
-        rows.append([md(r["method"])] + [cells[k] for k in present])
-    return _table(header, rows)
+    return metric_table(results, "quality", _with_interval) if columns(results, "quality") else ""
+
+
+def _with_interval(run: dict, metric: Metric) -> str | None:
+    """'F [low, high]' for a metric recorded with its 95% interval (its parts `<key>_low`, `<key>_high`)."""
+    m, key, low = run["metrics"], metric.key, f"{metric.key}_low"
+    if low not in metric.parts or m.get(key) is None or m.get(low) is None:
+        return None
+    return f"{m[key]:.{metric.digits}f} [{m[low]:.{metric.digits}f}, {m[f'{key}_high']:.{metric.digits}f}]"
 
 
 def leaks_text(results: dict) -> str:
@@ -279,14 +264,15 @@ def _report(results: dict) -> str:
 
 
 def text_table(results: dict) -> str:
-    """One row per method of every declared text metric (`metrics.catalog.TEXT_METRICS`); mean ± std over seeds."""
-    keys = text_keys()
-    header = ["Method"] + [m.header for m in TEXT_METRICS]
-    if len(seeds_of(results)) > 1:
-        return _aggregate_table(results, keys, header)
-    rows = [[md(r["method"])] + [_fmt(r["metrics"].get(m.key), m.digits) for m in TEXT_METRICS]
-            for r in results["runs"]]
-    return _table(header, rows)
+    """TOFU's table: forget quality, model utility, the forgotten authors' figures, privleak, cost (the text
+    metrics declared for the main table); mean ± std over seeds."""
+    return metric_table(results, "main")
+
+
+def sets_table(results: dict) -> str:
+    """Every question set's figures: the retained and holdout authors', the extra facts', model utility's and
+    privleak's inputs."""
+    return metric_table(results, "sets")
 
 
 def text_report(results: dict) -> str:
@@ -319,6 +305,9 @@ def text_report(results: dict) -> str:
         text_table(results),
         *([failed] if failed else []),
         *([_cached_text(results)] if _cached_text(results) else []),
+        ("## Each question set\n\nRetained and holdout authors and the extra facts; Forget EM: exact memorisation of "
+         "the forgotten answers; Facts norm. prob: the facts' answer probability over the options, model utility's; "
+         "Min-k AUC: privleak's membership AUC before it is made relative to retrain's.\n\n" + sets_table(results)),
         ("## Pruning and adapters\n\nMerging a LoRA update (dense B @ A) or fine-tuning all weights writes into pruned "
          "rows, so the final model is dense again unless a row stays zero.\n\n" + pruning_table(results)),
         (f"Device: {md(env['device'])} ({md(env['device_name'])}), {env['threads']} threads{_processes(env)}; memory: "

@@ -21,7 +21,7 @@ from ..data import Splits, make_splits, resolve_classes
 from ..data.catalog import is_text
 from ..engine import dist
 from ..methods import UnlearnTask
-from ..metrics.catalog import TEXT_METRICS, text_keys
+from ..metrics.catalog import declared, keys
 from ..metrics.evidence import EvidenceInput
 from ..metrics.scoring import add_comparisons, combine_metrics, evaluate_model
 from ..models import create_model
@@ -220,17 +220,16 @@ def _failed(method: str, cfg, error: str) -> dict:
 
 
 def _progress_line(entry: dict) -> str:
+    """'seed S method: <each declared progress metric>  <time> s'."""
     m = entry["metrics"]
-    if "UA" not in m:  # text: the declared progress metrics
-        shown = [t for t in TEXT_METRICS if t.progress and t.key != "time_s"]
-        return (f"seed {entry['seed']} {entry['method']:>15}: "
-                + "  ".join(f"{t.header} {m[t.key]:.{t.digits}f}" for t in shown) + f"  {m['time_s']:6.1f} s")
-    return f"seed {entry['seed']} {entry['method']:>15}: UA {m['UA']:6.2f}  MIA {m['MIA']:6.2f}  RA {m['RA']:6.2f}  TA {m['TA']:6.2f}  {m['time_s']:6.1f} s"
+    shown = declared("image" if "UA" in m else "text", progress=True, cost=False)
+    return (f"seed {entry['seed']} {entry['method']:>15}: "
+            + "  ".join(f"{t.header} {m[t.key]:6.{t.digits}f}" for t in shown) + f"  {m['time_s']:6.1f} s")
 
 
 def progress_keys(data) -> tuple[str, ...]:
     """The metrics every finished method's progress entry holds."""
-    return text_keys("progress") if is_text(data) else ("UA", "MIA", "RA", "TA", "time_s")
+    return keys("text" if is_text(data) else "image", progress=True)
 
 
 def _sizes(splits: Splits) -> dict:

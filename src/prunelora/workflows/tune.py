@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import config as C
 from ..errors import UserError
 from ..methods.catalog import METHODS
+from ..metrics.catalog import keys
 from ..registry import unknown_name_message
 from ..store.files import atomic_write, to_json
 from .resolve import check_out, images_only, resolve_config
@@ -32,7 +33,9 @@ DEFAULT_TRIALS = 20  # the budget when neither --trials nor --seconds is given
 MAX_TRIALS = 100_000  # beyond this a study's storage and TPE's per-trial cost (which grows with the trials) dominate
 MAX_SECONDS = 30 * 24 * 3600.0  # a longer --seconds (inf included) is a typo, not a budget
 WORST = 100.0  # the objective of a trial whose training diverged: both objectives are at most 100 points
-METRICS = ("UA", "MIA", "RA", "TA", "forget_TA")  # per trial, mean over seeds; TA and forget_TA on validation
+# per trial, mean over seeds: the model's own figures of the image table (UA, MIA, RA, TA, forget_TA; TA and
+# forget_TA on validation), as declared
+METRICS = keys("image", "main", reference=False, cost=False)
 STUDY = "prunelora-tune"
 
 
