@@ -424,12 +424,15 @@ def answer_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(logits, answer_targets(batch.y)[0])
 
 
-def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per row of the batch, the mean NLL (nats per token) of its answer tokens: what a forget loss on whole
-    answers (gradient ascent, NPO) reads."""
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Per row of the batch, the NLL of its answer tokens: their mean (nats per token) or, with reduction='sum',
+    their sum (nats per answer: the log-likelihood of the whole answer, which NPO's ratio to the reference reads,
+    as open-unlearning's `compute_batch_nll` sums it)."""
     targets, rows = answer_targets(labels)
     token = F.cross_entropy(logits, targets, reduction="none")
     sums = torch.zeros(len(labels), dtype=token.dtype, device=token.device).index_add(0, rows, token)
+    if reduction == "sum":
+        return sums
     return sums / torch.bincount(rows, minlength=len(labels)).clamp(min=1)
 
 
