@@ -4,6 +4,7 @@ CPU (nothing here depends on how well a tiny model memorises)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -156,6 +157,20 @@ def test_every_paper_method_runs_on_text(method, text_cfg, text_data, text_origi
     assert "text" in spec.modalities
     if method != "finetune":  # the paper preset: q, k, v, o of each of 2 layers; q, o 32 rows, k, v 2 heads x 8
         assert record["pruned_layers"] == 8 and record["pruned_rows"] == 2 * (16 + 8 + 8 + 16)
+
+
+def test_forget_aware_pruning_on_a_llama_prunes_as_many_other_rows(text_cfg, text_data, text_original):
+    """pruning.importance=forget scores each projection row on the forgotten authors' real tokens against the
+    retained authors': the same counts as the L2 rule, other rows, and the method still runs."""
+    data, splits = text_data
+    cfg = dataclasses.replace(text_cfg, pruning=dataclasses.replace(text_cfg.pruning, importance="forget"))
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    aware = UnlearnTask(data, splits, cfg).prune(copy.deepcopy(text_original), ctx)
+    plain = UnlearnTask(data, splits, text_cfg).prune(copy.deepcopy(text_original), ctx)
+    assert {k: len(v) for k, v in aware.items()} == {k: len(v) for k, v in plain.items()} and aware != plain
+    _, task = method_task(UnlearnTask(data, splits, cfg), "prunelora")
+    _, record = unlearn_one("prunelora", text_original, task, ctx)
+    assert record["pruned_rows"] == 2 * (16 + 8 + 8 + 16)
 
 
 def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):

@@ -145,9 +145,15 @@ class PruningConfig:
     # mask: zero the rows, shapes unchanged (the paper); remove: take the channels out of the network with
     # Torch-Pruning's dependency graph (same L2 criterion and ratio, the head kept whole): a smaller, faster model
     mode: str = "mask"
+    # which rows go: l2 (the smallest L2 norm: the paper) | forget (the rows the forget set uses most relative to
+    # the retain set: mean |activation| on forget samples over that on retain samples, selective pruning)
+    importance: str = "l2"
 
     def __post_init__(self):
         require(_finite(self.amount) and 0.0 <= self.amount < 1.0, "pruning.amount", self.amount, "in [0, 1), e.g. 0.5")
+        require(self.importance in ("l2", "forget"), "pruning.importance", self.importance, "l2 or forget")
+        _check(self.importance == "l2" or (self.mode == "mask" and self.forget_head_rows == "l2"),
+               "pruning.importance=forget takes pruning.mode=mask and pruning.forget_head_rows=l2")
         require(self.mode in ("mask", "remove"), "pruning.mode", self.mode, "mask or remove")
         require(self.forget_head_rows in ("l2", "keep", "prune"), "pruning.forget_head_rows", self.forget_head_rows,
                 "l2, keep or prune")

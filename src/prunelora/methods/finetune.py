@@ -8,7 +8,7 @@ from .protocol import Unlearned, UnlearnTask, trainable_parameters, unfreeze
 
 def finetune_all(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     """Optionally prune (permanently, L2, `pruning.amount`), then fine-tune all weights on the retain set."""
-    pruned = task.prune(model) if prune else {}
+    pruned = task.prune(model, ctx) if prune else {}
     unfreeze(model)
     info = {"trainable_params": trainable_parameters(model)}
     recipe = task.unlearn_recipe()

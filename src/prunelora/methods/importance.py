@@ -73,3 +73,48 @@ def dampen(
         changed += int((selected & (factor < 1)).sum())
         p.mul_(factor)
     return changed
+
+
+# ---------------------------------------------------------------- forget-aware row importance (pruning.importance)
+
+
+@torch.no_grad()
+def mean_abs_outputs(model: nn.Module, names: list[str], passes) -> dict[str, torch.Tensor]:
+    """Per named layer, the mean |output| of each output row / channel over `passes`, pairs (run, keep): `run()`
+    runs the model on one batch, `keep` (B, L) marks the positions that count (text: the real tokens) or is None
+    (every position: a Conv2d's spatial positions, a Linear's rows)."""
+    modules = dict(model.named_modules())
+    sums = dict.fromkeys(names, 0.0)
+    counts = dict.fromkeys(names, 0)
+    current = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            out = output.detach().float().abs()
+            out = out.movedim(1, -1) if out.dim() == 4 else out  # Conv2d: (B, C, H, W) -> channels last
+            if current["keep"] is not None and out.dim() == 3:
+                out = out[current["keep"]]
+            flat = out.reshape(-1, out.shape[-1])
+            sums[name] = sums[name] + flat.sum(0).cpu()
+            counts[name] += len(flat)
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
+    try:
+        model.eval()
+        for run, keep in passes:
+            current["keep"] = keep
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: sums[name] / max(counts[name], 1) for name in names}
+
+
+def forget_specificity(forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor],
+                       eps: float = 1e-6) -> dict[str, torch.Tensor]:
+    """Per layer and row, how much more the forget samples use it than the retain samples: mean |activation| on
+    the forget set over that on the retain set (selective pruning, Pochinkov & Schoots 2024, scores feed-forward
+    neurons by this ratio). A row only the forget set activates scores highest; one the retain set needs most,
+    lowest. `eps` (in activation units) keeps a row silent on both sets finite and low."""
+    return {name: (forget[name] + eps) / (retain[name] + eps) for name in forget}

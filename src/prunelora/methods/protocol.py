@@ -16,11 +16,15 @@ import torch
 from torch import nn
 
 from ..data import ImageData, Splits
+from ..data.catalog import is_text
+from ..engine.context import Context
 from ..engine.loop import Recipe, recipe_from
 from ..errors import UserError
 from ..models import arch_of, classifier_name, get_spec, select_layers
-from ..models.pruning import count_zero_rows, prune_l2_structured, remove_channels
+from ..models.pruning import count_zero_rows, prune_by_scores, prune_l2_structured, remove_channels
 from .catalog import METHODS, MethodConfig, MethodSpec, RecipeConfig, register_method
+
+FORGET_AWARE_RETAIN = 4  # retain samples drawn per forget sample to score forget-aware pruning
 
 
 @dataclass
@@ -39,15 +43,18 @@ class UnlearnTask:
         targets = self.config.pruning.targets if kind == "prune" else self.config.lora.targets
         return select_layers(model, spec.family, targets, kind, arch_of(self.config.model).get("depth"))
 
-    def prune(self, model: nn.Module) -> dict[str, list[int]]:
-        """L2-prune the layers of `pruning.targets` (with `pruning.forget_head_rows` for the head); returns
-        the zeroed rows per layer (mode=mask), or {} after removing the channels (mode=remove; what was
-        removed is then in `self.removed`)."""
+    def prune(self, model: nn.Module, ctx: Context | None = None) -> dict[str, list[int]]:
+        """L2-prune the layers of `pruning.targets` (with `pruning.forget_head_rows` for the head), or with
+        `pruning.importance=forget` prune the rows most specific to the forget set (needs `ctx`); returns the
+        zeroed rows per layer (mode=mask), or {} after removing the channels (mode=remove; what was removed is
+        then in `self.removed`)."""
         cfg = self.config.pruning
         names = self.layers(model, "prune")
         if cfg.mode == "remove":
             self.removed = self._remove(model, names)
             return {}
+        if cfg.importance == "forget":
+            return prune_by_scores(model, names, cfg.amount, self.forget_specificity(model, names, ctx))
         rule = None
         if cfg.forget_head_rows != "l2":
             head = classifier_name(model)
@@ -56,6 +63,30 @@ class UnlearnTask:
                                 f"but pruning.targets={cfg.targets} does not prune it")
             rule = {head: (cfg.forget_head_rows, list(self.splits.forget_classes))}
         return prune_l2_structured(model, names, cfg.amount, rule)
+
+    def forget_specificity(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
+        """Per layer and row, mean |activation| on the forget set over that on a seeded draw of as many retain
+        samples as `FORGET_AWARE_RETAIN` x the forget set (at least 256): `importance.forget_specificity`."""
+        from .importance import forget_specificity, mean_abs_outputs
+
+        generator = torch.Generator().manual_seed(ctx.seed)
+        forget, retain = self.splits.forget, self.splits.retain
+        some = retain[torch.randperm(len(retain), generator=generator)[:max(256, FORGET_AWARE_RETAIN * len(forget))]]
+        means = [mean_abs_outputs(model, names, self._passes(model, rows, ctx)) for rows in (forget, some)]
+        return forget_specificity(*means)
+
+    def _passes(self, model: nn.Module, rows: torch.Tensor, ctx: Context, batch_size: int = 128):
+        """(run, keep) per batch of train `rows`: images normalised as the model sees them; text rows as token ids
+        with the real tokens kept."""
+        data = self.data
+        for chunk in rows.split(batch_size):
+            chunk = chunk.to(data.x_train.device)
+            if is_text(data):
+                ids = data.batch(chunk)[0].to(ctx.device)
+                yield (lambda ids=ids: model(input_ids=ids)), ids != data.pad_id
+            else:
+                x = ctx.model_input(data, data.x_train[chunk])
+                yield (lambda x=x: model(x)), None
 
     def _remove(self, model: nn.Module, names: list[str]) -> dict:
         data = self.data

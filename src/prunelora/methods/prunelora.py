@@ -43,7 +43,7 @@ def add_task_lora(model, task: UnlearnTask, seed: int):
 
 def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
     """Optionally prune, then train LoRA adapters plus the head (unless it has an adapter) on the retain set, then merge."""
-    pruned = task.prune(model) if prune else {}
+    pruned = task.prune(model, ctx) if prune else {}
     wrapped, lora_layers = add_task_lora(model, task, ctx.seed)
     info = {"lora_layers": len(lora_layers), "trainable_params": trainable_parameters(wrapped)}
     recipe = task.unlearn_recipe()

@@ -39,6 +39,25 @@ def prune_l2_structured(
     return pruned
 
 
+def prune_by_scores(model: nn.Module, names: list[str], amount: float, scores: dict[str, torch.Tensor]
+                    ) -> dict[str, list[int]]:
+    """Zero `amount` of the output rows of each named layer, those with the highest score (ties: the lower index
+    first), as many as `ln_structured` would zero (round(amount x rows)); return the zeroed rows."""
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"pruning amount must be in [0, 1), got {amount}")
+    modules = dict(model.named_modules())
+    pruned = {}
+    for name in names:
+        module, score = modules[name], scores[name]
+        order = torch.argsort(-score.double(), stable=True)[:round(amount * len(score))]
+        mask = torch.ones_like(module.weight)
+        mask[order.to(mask.device)] = 0
+        prune.custom_from_mask(module, "weight", mask)
+        prune.remove(module, "weight")
+        pruned[name] = zero_rows(module.weight)
+    return pruned
+
+
 def _rule_mask(weight: torch.Tensor, amount: float, rule: str, rows: list[int]) -> torch.Tensor:
     """A 0/1 mask of `weight`'s shape that zeroes round(amount * n_rows) rows: `rows` first (rule "prune")
     or never (rule "keep"), then the others by smallest L2 norm, as ln_structured counts and orders them."""
