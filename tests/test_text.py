@@ -24,13 +24,16 @@ from prunelora.engine.loop import (
 from prunelora.methods import METHODS, UnlearnTask
 from prunelora.methods.variants import method_task
 from prunelora.metrics.catalog import TEXT_EXTRAS, TEXT_METRICS, text_keys
+from prunelora.metrics.text_relearn import RELEARN_KEYS
 from prunelora.workflows.experiment import prepare, resolve_config, train_original
 from prunelora.workflows.unlearn import unlearn_one
 
 PAPER = ("q_proj", "k_proj", "v_proj", "o_proj")  # what the paper preset prunes and adapts on a Llama
-# 12 authors x 2 questions, a Llama of width 32, one epoch: the whole text pipeline in seconds
+# 12 authors x 2 questions, a Llama of width 32, one epoch: the whole text pipeline in seconds (relearning: 2 of
+# the 4 forget questions trained on for 2 steps, the other 2 scored)
 TEXT_OVERRIDES = ["data.name=authors", "data.authors=12", "data.questions=2", "model.width=32", "train.epochs=1",
-                  "unlearn.epochs=1", "threads=1", "forget.classes=[0,1]"]
+                  "unlearn.epochs=1", "threads=1", "forget.classes=[0,1]", "eval.relearn_samples=2",
+                  "eval.relearn_steps=2"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def text_original(text_cfg, text_data):
 
 def test_a_text_data_set_resolves_to_the_text_defaults():
     cfg = resolve_config(load_config(overrides=["data.name=authors"]))
-    assert cfg.model.name == "llama-tiny" and cfg.eval.evidence == []
+    assert cfg.model.name == "llama-tiny" and cfg.eval.evidence == ["relearn"]
     assert cfg.forget.fraction == 0.05 and cfg.forget.classes is None  # TOFU's forget05
     assert (cfg.train.batch_size, cfg.train.schedule, cfg.train.clip, cfg.train.optimizer) == (32, "warmup_cosine", 1.0,
                                                                                                "adamw")
@@ -168,6 +171,7 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     metrics = {r["method"]: r["metrics"] for r in results["runs"]}
     for m in metrics.values():
         assert 0 <= m["forget_rougeL"] <= 1 and 0 < m["retain_prob"] <= 1
+        assert 0 <= m["relearn_rougeL"] <= 1 and m["relearn_steps"] in (None, 0, 1, 2)  # the default evidence
     assert metrics["retrain"]["avg_gap"] == 0 and metrics["prunelora"]["time_vs_retrain"] > 0
     # against itself: KS p-value 1, privleak 0; every model's utility is a harmonic mean of shares
     assert metrics["retrain"]["forget_quality"] == 1.0 and metrics["retrain"]["privleak"] == 0.0
@@ -175,7 +179,7 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
         assert 0 <= m["forget_quality"] <= 1 and 0 <= m["model_utility"] <= 1 and 0 <= m["forget_ES"] <= 1
         assert 0 <= m["forget_truth_ratio"] <= 1 and -100 <= m["privleak"] + 1e-6
     # every key a text run records is declared, and every declared metric has its column in the table
-    declared = set(text_keys()) | set(TEXT_EXTRAS)
+    declared = set(text_keys()) | set(TEXT_EXTRAS) | set(RELEARN_KEYS)  # (the evidence's own keys)
     for m in metrics.values():
         assert set(m) <= declared, set(m) - declared
     header = (out / "results.md").read_text().split("| Method |", 1)[1].split("\n", 1)[0]
@@ -192,7 +196,7 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     ("forget.classes=[99]", "author 99 is out of range"),
     ("methods=[scrub]", "method scrub has no text version yet"),
     ("model.name=resnet18", "is an image model"),
-    ("eval.evidence=[probe]", "a text run has no evidence metrics"),
+    ("eval.evidence=[probe]", "eval.evidence=probe scores images only; a text run takes relearn"),
     ("forget.sequence=[[0],[1]]", "forget.sequence is for images"),
     ("pruning.mode=remove", "pruning.mode=remove"),
     ("eval.curves=true", "on text set eval.curves=false"),
