@@ -30,9 +30,11 @@ from prunelora.workflows.unlearn import unlearn_one
 from test_registries import produced_keys_without_a_column
 
 PAPER = ("q_proj", "k_proj", "v_proj", "o_proj")  # what the paper preset prunes and adapts on a Llama
-# 12 authors x 2 questions, a Llama of width 32, one epoch: the whole text pipeline in seconds
+# 12 authors x 2 questions, a Llama of width 32, one epoch: the whole text pipeline in seconds (relearning: 2 of
+# the 4 forget questions trained on for 2 steps, the other 2 scored)
 TEXT_OVERRIDES = ["data.name=authors", "data.authors=12", "data.questions=2", "model.width=32", "train.epochs=1",
-                  "unlearn.epochs=1", "threads=1", "forget.classes=[0,1]"]
+                  "unlearn.epochs=1", "threads=1", "forget.classes=[0,1]", "eval.relearn_samples=2",
+                  "eval.relearn_steps=2"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def text_original(text_cfg, text_data):
 
 def test_a_text_data_set_resolves_to_the_text_defaults():
     cfg = resolve_config(load_config(overrides=["data.name=authors"]))
-    assert cfg.model.name == "llama-tiny" and cfg.eval.evidence == []
+    assert cfg.model.name == "llama-tiny" and cfg.eval.evidence == ["relearn"]
     assert cfg.forget.fraction == 0.05 and cfg.forget.classes is None  # TOFU's forget05
     assert (cfg.train.batch_size, cfg.train.schedule, cfg.train.clip, cfg.train.optimizer) == (32, "warmup_cosine", 1.0,
                                                                                                "adamw")
@@ -184,6 +186,7 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     metrics = {r["method"]: r["metrics"] for r in results["runs"]}
     for m in metrics.values():
         assert 0 <= m["forget_rougeL"] <= 1 and 0 < m["retain_prob"] <= 1
+        assert 0 <= m["relearn_rougeL"] <= 1 and m["relearn_steps"] in (None, 0, 1, 2)  # the default evidence
     assert metrics["retrain"]["avg_gap"] == 0 and metrics["prunelora"]["time_vs_retrain"] > 0
     # against itself: KS p-value 1, privleak 0; every model's utility is a harmonic mean of shares
     assert metrics["retrain"]["forget_quality"] == 1.0 and metrics["retrain"]["privleak"] == 0.0
@@ -206,7 +209,7 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     ("forget.classes=[99]", "author 99 is out of range"),
     ("methods=[scrub]", "method scrub has no text version yet"),
     ("model.name=resnet18", "is an image model"),
-    ("eval.evidence=[probe]", "a text run has no evidence metrics"),
+    ("eval.evidence=[probe]", "eval.evidence=probe scores images only; a text run takes relearn"),
     ("forget.sequence=[[0],[1]]", "forget.sequence is for images"),
     ("pruning.mode=remove", "pruning.mode=remove"),
     ("eval.curves=true", "on text set eval.curves=false"),

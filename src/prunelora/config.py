@@ -218,8 +218,11 @@ class EvalConfig:
     # evidence metrics computed for every model beside UA/MIA/RA/TA (see `prunelora list`); [] for none
     evidence: list[str] = field(default_factory=lambda: ["probe", "relearn", "divergence"])
     relearn_samples: int = 8  # forget samples the relearning attack trains on (plus 4x as many retain samples)
-    relearn_steps: int = 10  # full-batch Adam steps of the relearning attack
-    relearn_lr: float = 1e-3
+    relearn_steps: int = 10  # full-batch Adam steps of the relearning attack (text runs: 16, see resolve_text)
+    relearn_lr: float = 1e-3  # the attack's Adam learning rate (text runs: 1e-4, see resolve_text)
+    # text runs only: the held-out forget questions' ROUGE-L recall (0..1) whose first crossing `relearn_steps`
+    # records (the steps the forgotten authors take to come back; None if they do not within the budget)
+    relearn_level: float = 0.9
     # record forget accuracy (100 - UA) and RA after every unlearning epoch, measured as the table is (LoRA merged,
     # BatchNorm recalibrated, the whole train set): the report's curves.png. About two forward passes over the
     # train set per epoch, left out of the method's time; off by default to keep the default run short
@@ -257,6 +260,8 @@ class EvalConfig:
         require(self.relearn_samples > 0, "eval.relearn_samples", self.relearn_samples, "a positive integer")
         require(self.relearn_steps > 0, "eval.relearn_steps", self.relearn_steps, "a positive integer")
         require(_finite(self.relearn_lr) and self.relearn_lr > 0, "eval.relearn_lr", self.relearn_lr, "a positive number")
+        require(_finite(self.relearn_level) and 0.0 < self.relearn_level <= 1.0, "eval.relearn_level",
+                self.relearn_level, "in (0, 1], e.g. 0.9")
         require(self.attack_shadows >= 2, "eval.attack_shadows", self.attack_shadows, "at least 2 (a spread needs two models)")
         require(self.quality_models >= 3, "eval.quality_models", self.quality_models,
                 "at least 3 (with 2 models a side no finite epsilon earns points)")

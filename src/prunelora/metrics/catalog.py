@@ -19,6 +19,7 @@ class EvidenceSpec:
     # (outputs, reference_outputs, inputs) -> metrics, computed once retrain's outputs exist; or 'module:function'
     function: Callable | str
     needs_reference: bool = False
+    modalities: tuple[str, ...] = ("image",)  # the data modalities it scores (a text run refuses the others)
 
     @property
     def fn(self) -> Callable:
@@ -28,25 +29,29 @@ class EvidenceSpec:
 EVIDENCE: Registry[EvidenceSpec] = Registry("evidence metric")
 
 
-def register_evidence(name: str, summary: str, needs_reference: bool = False):
+def register_evidence(name: str, summary: str, needs_reference: bool = False, modalities: tuple[str, ...] = ("image",)):
     """Register the decorated function as evidence metric `name` (see EvidenceSpec for its signature)."""
 
     def wrap(fn):
-        EVIDENCE.add(name, EvidenceSpec(name, summary, fn, needs_reference))
+        EVIDENCE.add(name, EvidenceSpec(name, summary, fn, needs_reference, tuple(modalities)))
         return fn
 
     return wrap
 
 
 _EVIDENCE = f"{__package__}.evidence"
-for _name, _function, _summary, _reference in [
-    ("probe", "probe_metric", "linear probe on penultimate features: forgotten classes vs rest, balanced accuracy %", False),
-    ("relearn", "relearn_metric", "forgotten classes' test accuracy % after a few steps on a few of their samples", False),
-    ("divergence", "divergence_metric", "KL(retrain || model) and JS on forget and test samples, nats", True),
+for _name, _function, _summary, _reference, _modalities in [
+    ("probe", "probe_metric", "linear probe on penultimate features: forgotten classes vs rest, balanced accuracy %", False,
+     ("image",)),
+    ("relearn", "relearn_metric", ("forgotten classes' test accuracy % after a few steps on a few of their samples; on "
+                                   "text, the other forget questions' ROUGE-L after a few steps on a few of them, and "
+                                   "the steps it takes to reach eval.relearn_level"), False, ("image", "text")),
+    ("divergence", "divergence_metric", "KL(retrain || model) and JS on forget and test samples, nats", True, ("image",)),
     ("attack", "attack_metric", ("U-LiRA-style attack: balanced accuracy % telling this model's forget samples from "
-                                 "retrain's (50 = indistinguishable); trains eval.attack_shadows shadow retrains"), True),
+                                 "retrain's (50 = indistinguishable); trains eval.attack_shadows shadow retrains"), True,
+     ("image",)),
 ]:
-    EVIDENCE.add(_name, EvidenceSpec(_name, _summary, f"{_EVIDENCE}:{_function}", _reference))
+    EVIDENCE.add(_name, EvidenceSpec(_name, _summary, f"{_EVIDENCE}:{_function}", _reference, _modalities))
 _QUALITY = f"{__package__}.quality"
 for _name, _function, _summary in [
     ("forgetting_quality", "forgetting_quality_metric",
@@ -130,6 +135,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("forget_truth_ratio", "Forget truth ratio", TEXT, "main", 3, better="retrain"),
     Metric("privleak", "privleak", TEXT, "main", 1, better="retrain", reference=True),
     Metric("forget_ES", "Forget ES", TEXT, "main", 3, better="retrain"),
+    # evidence relearn: held-out forget ROUGE-L after the attack, and the steps it took to reach eval.relearn_level
+    # (None: not within eval.relearn_steps, shown '-': what a model that never learnt the authors gets)
+    Metric("relearn_rougeL", "Relearn ROUGE-L", TEXT, "main", 3, better="retrain"),
+    Metric("relearn_steps", "Relearn steps", TEXT, "main", 0, better="higher"),
     Metric("forget_EM", "Forget EM", TEXT, "sets", 3, better="retrain"),
     Metric("retain_rougeL", "Retain ROUGE-L", TEXT, "sets", 3, gap=True),
     Metric("retain_prob", "Retain prob", TEXT, "sets", 3, gap=True),

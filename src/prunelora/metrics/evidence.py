@@ -2,7 +2,7 @@
 with retrain (never saw the class) and the original (knows it).
 
 - probe: can a linear classifier still read the forgotten classes from the penultimate features?
-- relearn: how fast does the class come back from a handful of its samples?
+- relearn: how fast does the class come back from a handful of its samples? (on text: `text_relearn.py`)
 - divergence: how far are the model's output distributions from retrain's (KL and JS, in nats)?
 - attack: can a per-example attack tell this model's forget samples from retrain's?
 
@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import to_dict
 from ..data import ImageData
+from ..data.catalog import is_text
 from ..engine.context import Context, seed_everything
 from ..engine.loop import fit, recipe_from
 from ..engine.meter import CostMeter
@@ -136,6 +137,10 @@ def probe_metric(model, outputs, inputs: EvidenceInput) -> dict:
 
 
 def relearn_metric(model, outputs, inputs: EvidenceInput) -> dict:
+    if is_text(inputs.data):  # the text version (text_relearn.py): held-out forget questions' ROUGE-L
+        from .text_relearn import text_relearn_metric
+
+        return text_relearn_metric(model, outputs, inputs)
     cfg, splits = inputs.config, inputs.splits
     if len(splits.test_forget) == 0:
         return {"relearn_TA": float("nan")}

@@ -27,19 +27,24 @@ def evaluate_model(model: nn.Module, data: ImageData, splits: Splits, cfg, ctx: 
         from .text_eval import evaluate_text
 
         metrics, outs = evaluate_text(model, data, splits, ctx, cfg.eval.batch_size)
-        if keep is not None:
-            keep["outputs"] = outs
-        return metrics
-    outs = outputs(model, data, ctx, cfg.eval.batch_size)
-    metrics = quality(*outs, data, splits, cfg.seed)
-    inputs = EvidenceInput(data, splits, ctx, cfg.eval, cfg, method)
-    for name in cfg.eval.evidence:
-        spec = EVIDENCE.get(name)
-        if not spec.needs_reference:
-            seed_everything(cfg.seed)
-            metrics.update(spec.fn(model, outs, inputs))
+    else:
+        outs = outputs(model, data, ctx, cfg.eval.batch_size)
+        metrics = quality(*outs, data, splits, cfg.seed)
+    metrics.update(own_evidence(model, outs, EvidenceInput(data, splits, ctx, cfg.eval, cfg, method)))
     if keep is not None:
         keep["outputs"] = outs
+    return metrics
+
+
+def own_evidence(model: nn.Module, outs, inputs: EvidenceInput) -> dict:
+    """The evidence metrics of `inputs.config.evidence` that need no reference, each from the run's seed; `outs`:
+    the model's outputs (images: (train, test) logits; text: per-question figures)."""
+    metrics = {}
+    for name in inputs.config.evidence:
+        spec = EVIDENCE.get(name)
+        if not spec.needs_reference:
+            seed_everything(inputs.ctx.seed)
+            metrics.update(spec.fn(model, outs, inputs))
     return metrics
 
 

@@ -230,9 +230,18 @@ def score_answers(model, prompts: list[list[int]], answers: list[list[int]], dec
     trailing `eos_id`), and both texts are stripped of surrounding whitespace, as in open-unlearning."""
     tokens = answer_tokens(model, prompts, answers, batch_size=batch_size, device=device)
     nll = tokens.nll
+    rouge_l, generations = greedy_rouge(model, prompts, answers, decode, eos_id, max_new_tokens, batch_size, device)
+    return TextScores(nll=nll, probability=answer_probability(nll), rouge_l=rouge_l, generations=generations,
+                      tokens=tokens)
+
+
+def greedy_rouge(model, prompts: list[list[int]], answers: list[list[int]], decode: Callable[[list[int]], str],
+                 eos_id: int | None, max_new_tokens: int = 32, batch_size: int = 64,
+                 device=None) -> tuple[list[float], list[str]]:
+    """(ROUGE-L recall of each greedy answer, the greedy answers): `score_answers` without the teacher-forced pass,
+    for callers that read ROUGE-L alone (the relearning attack scores it several times per model)."""
     generated = greedy_generate(model, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id, batch_size=batch_size,
                                 device=device)
     generations = [decode(tokens).strip() for tokens in generated]
     references = [decode(a[:-1] if eos_id is not None and a and a[-1] == eos_id else a).strip() for a in answers]
-    return TextScores(nll=nll, probability=answer_probability(nll), rouge_l=rouge_l_recall(generations, references),
-                      generations=generations, tokens=tokens)
+    return rouge_l_recall(generations, references), generations

@@ -275,6 +275,14 @@ def sets_table(results: dict) -> str:
     return metric_table(results, "sets")
 
 
+RELEARN_TEXT = (
+    "Relearn ROUGE-L (evidence relearn): ROUGE-L of the greedy answers to the forgotten authors' questions left out "
+    "of a relearning attack, after {relearn_steps} full-batch Adam steps (lr {relearn_lr}) on {relearn_samples} of "
+    "their questions and 4x as many retained rows; a model that only hid the answers gets them back, one that never "
+    "learnt them (retrain) stays at its forget figure. Relearn steps: the first checked step (0, 1, 2, 4, ...) at "
+    "which it reaches {relearn_level}; '-': not within the {relearn_steps} steps.")
+
+
 def text_report(results: dict) -> str:
     """A text run's report: who was forgotten, the recipe, the metrics table, the pruning facts, the machine."""
     failed = failures(results)
@@ -302,6 +310,7 @@ def text_report(results: dict) -> str:
          "retrained model's (0 = like it, -100 = memorised). Forgetting looks like retrain's forget figures, which "
          "sit at its holdout figures (what a model that never saw an author gets from the templates), not at 0. Avg "
          "gap: mean |difference to retrain| over the eight ROUGE-L and prob columns."),
+        *([RELEARN_TEXT.format(**cfg["eval"])] if cfg["eval"].get("evidence") else []),
         text_table(results),
         *([failed] if failed else []),
         *([_cached_text(results)] if _cached_text(results) else []),

@@ -56,8 +56,15 @@ def resolve_config(cfg: C.ExperimentConfig) -> C.ExperimentConfig:
     return cfg
 
 
-# the image defaults a text run replaces: the model, and the evidence (text has none yet)
+# the image defaults a text run replaces: the model, the evidence and the relearning attack's steps and lr
 IMAGE_MODEL, IMAGE_EVIDENCE = C.ModelConfig().name, C.EvalConfig().evidence
+IMAGE_RELEARN_STEPS, IMAGE_RELEARN_LR = C.EvalConfig().relearn_steps, C.EvalConfig().relearn_lr
+TEXT_EVIDENCE = ["relearn"]  # a text run's default evidence
+# a text run's relearning attack (metrics/text_relearn.py) on llama-tiny, measured on the default run's six models
+# (2-core EPYC): 16 full-batch steps of 40 rows, about 30 ms each, keep its cost under 1 s a model with the checks;
+# lr 1e-4, as the image default 1e-3 overwrites the held-out answers (the original's held-out forget ROUGE-L falls
+# from 1.00 to 0.86 in 20 steps): it would score interference, not relearning (docs/metrics.md)
+TEXT_RELEARN_STEPS, TEXT_RELEARN_LR = 16, 1e-4
 TEXT_FORGET_FRACTION = 0.05  # TOFU's forget05: the share of authors a text run forgets by default
 
 
@@ -71,10 +78,16 @@ def text_methods() -> list[str]:
     return [m for m in METHODS.names() if "text" in METHODS.get(m).modalities]
 
 
+def text_evidence() -> list[str]:
+    """The registered evidence metrics with a text version (`EvidenceSpec.modalities`), in registry order."""
+    return [e for e in EVIDENCE.names() if "text" in EVIDENCE.get(e).modalities]
+
+
 def resolve_text(cfg: C.ExperimentConfig) -> None:
     """A text data set's defaults and refusals (in place): the text model where model.name is the image default,
-    5% of the authors forgotten where no request is given, no image evidence; an image model, a request of sample
-    indices or a sequence, and image evidence asked for are one clear error each."""
+    5% of the authors forgotten where no request is given, the text evidence and relearning steps and lr where the
+    image defaults are left; an image model, a request of sample indices or a sequence, and image-only evidence
+    asked for are one clear error each."""
     if cfg.model.name == IMAGE_MODEL:
         cfg.model.name = TEXT_MODEL
     if cfg.methods == ["all"]:  # every method with a text version
@@ -83,10 +96,15 @@ def resolve_text(cfg: C.ExperimentConfig) -> None:
         raise UserError(f"model {cfg.model.name} is an image model; data.name={cfg.data.name} is text: use "
                         f"model.name={TEXT_MODEL}")
     if cfg.eval.evidence == IMAGE_EVIDENCE:
-        cfg.eval.evidence = []
-    if cfg.eval.evidence:
-        raise UserError(f"eval.evidence={cfg.eval.evidence[0]} scores images; a text run has no evidence metrics "
-                        "yet: set eval.evidence=[]")
+        cfg.eval.evidence = list(TEXT_EVIDENCE)
+    if cfg.eval.relearn_steps == IMAGE_RELEARN_STEPS:
+        cfg.eval.relearn_steps = TEXT_RELEARN_STEPS
+    if cfg.eval.relearn_lr == IMAGE_RELEARN_LR:
+        cfg.eval.relearn_lr = TEXT_RELEARN_LR
+    for name in cfg.eval.evidence:
+        if "text" not in EVIDENCE.get(name).modalities:
+            raise UserError(f"eval.evidence={name} scores images only; a text run takes "
+                            f"{', '.join(text_evidence())} (or eval.evidence=[])")
     forget = cfg.forget
     if forget.indices is not None or forget.sequence is not None:
         key = "indices" if forget.indices is not None else "sequence"
