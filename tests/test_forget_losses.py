@@ -51,3 +51,67 @@ def test_sequence_nll_sums_or_averages_each_answer():
     summed = sequence_nll(logits, labels, reduction="sum")
     assert summed.tolist() == pytest.approx([math.log(4) + math.log(2), math.log(8)])
     assert sequence_nll(logits, labels).tolist() == pytest.approx([(math.log(4) + math.log(2)) / 2, math.log(8)])
+
+
+def test_the_objective_weighs_retain_rows_against_forget_rows():
+    """On a batch of two retain rows then one forget row (images: one 'token' per row): graddiff is the retain rows'
+    mean CE minus the forget row's; npo adds NPO of the forget row's CE against its reference."""
+    from types import SimpleNamespace
+
+    from prunelora.engine.loop import Batch
+    from prunelora.methods.catalog import AdapterConfig
+    from prunelora.methods.forget_terms import forget_objective
+
+    logits = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.75], [0.8, 0.2]]))
+    y = torch.tensor([0, 1, 0])  # CE: ln 2, ln(4/3), ln(1.25)
+    batch = Batch(torch.zeros(3, 1), y, torch.tensor([0, 1, 2]), 0)
+
+    def task(**hp):
+        return SimpleNamespace(hparams=AdapterConfig(**hp), data=SimpleNamespace(),
+                               forget_mask=lambda device: torch.tensor([False, False, True]))
+
+    retain, forget = (math.log(2) + math.log(4 / 3)) / 2, math.log(1.25)
+    graddiff = forget_objective(task(forget_loss="graddiff", gamma=0.5), None, "cpu")(logits, batch)
+    assert graddiff.item() == pytest.approx(retain - 0.5 * forget)
+    reference = torch.tensor([0.0, 0.0, 1.0])
+    npo_value = forget_objective(task(forget_loss="npo", beta=0.1), reference, "cpu")(logits, batch)
+    assert npo_value.item() == pytest.approx(retain + 20 * math.log1p(math.exp(0.1 * (1.0 - forget))))
+
+
+def test_forget_rows_beside_each_retain_batch_follow_the_sets_sizes():
+    from types import SimpleNamespace
+
+    from prunelora.methods.forget_terms import forget_batch
+
+    def task(n_forget, n_retain):
+        return SimpleNamespace(splits=SimpleNamespace(forget=torch.arange(n_forget), retain=torch.arange(n_retain)))
+
+    # 5% of the authors: 100 forget rows beside 2,100 retained, batch 32 -> 2 a batch; 1%: 20 -> 1; images 800/7200
+    assert [forget_batch(task(100, 2100), 32), forget_batch(task(20, 2100), 32), forget_batch(task(800, 7200), 128)] \
+        == [2, 1, 15]
+
+
+@pytest.mark.parametrize("loss", ["graddiff", "npo"])
+def test_prunelora_with_a_forget_term_runs_on_images(loss, tiny_cfg, tiny_data, trained_original, cpu_ctx):
+    import dataclasses
+
+    from prunelora.methods import UnlearnTask
+    from prunelora.methods.variants import method_task
+    from prunelora.workflows.unlearn import unlearn_one
+
+    data, splits = tiny_data
+    hparams = {**tiny_cfg.hparams, "prunelora": {**tiny_cfg.hparams["prunelora"], "forget_loss": loss}}
+    _, task = method_task(UnlearnTask(data, splits, dataclasses.replace(tiny_cfg, hparams=hparams)), "prunelora")
+    model, record = unlearn_one("prunelora", trained_original, task, cpu_ctx)
+    assert record["pruned_rows"] > 0 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_bad_forget_loss_is_one_line():
+    from prunelora.config import load_config
+    from prunelora.errors import UserError
+    from prunelora.workflows.resolve import resolve_config
+
+    with pytest.raises(UserError, match="hparams.prunelora.forget_loss"):
+        resolve_config(load_config(overrides=["hparams.prunelora.forget_loss=kl"]))
+    with pytest.raises(UserError, match="hparams.lora.beta"):
+        resolve_config(load_config(overrides=["hparams.lora.beta=0"]))

@@ -175,6 +175,59 @@ def test_forget_aware_pruning_on_a_llama_prunes_as_many_other_rows(text_cfg, tex
     assert record["pruned_rows"] == 2 * (16 + 8 + 8 + 16)
 
 
+@pytest.mark.parametrize("method, loss", [("prunelora", "npo"), ("prunelora", "graddiff"), ("lora", "npo")])
+def test_the_adapters_train_against_the_forget_set_too(method, loss, text_cfg, text_data, text_original):
+    """hparams.<method>.forget_loss: the forget rows' NLL rises against the paper's rule at the same seed (the
+    forget term pushes them away), and NPO's reference is the original's summed answer NLL."""
+    from prunelora.methods.forget_terms import reference_nll
+
+    data, splits = text_data
+    ctx = Context(torch.device("cpu"), seed=0, progress=False)
+    hparams = {**text_cfg.hparams, method: {**text_cfg.hparams[method], "forget_loss": loss, "lr": 1e-2}}
+    plain = {**text_cfg.hparams, method: {**text_cfg.hparams[method], "lr": 1e-2}}
+    models = []
+    for hp in (hparams, plain):
+        _, task = method_task(UnlearnTask(data, splits, dataclasses.replace(text_cfg, hparams=hp)), method)
+        models.append(unlearn_one(method, text_original, task, ctx)[0])
+    rows = splits.forget
+    ids, labels = data.batch(rows)
+    nll = [sequence_nll(AnswerLogits(m)(ids, labels[:, 1:] != -100), labels, "sum").mean() for m in models]
+    assert nll[0] > nll[1]
+    reference = reference_nll(text_original, UnlearnTask(data, splits, text_cfg), ctx)
+    expected = sequence_nll(AnswerLogits(text_original)(ids, labels[:, 1:] != -100), labels, "sum")
+    assert torch.allclose(reference[rows], expected, atol=1e-4) and reference.isnan().sum() == len(reference) - len(rows)
+
+
+@pytest.mark.parametrize("targets, layers", [("paper", "self_attn"), ("mlp", "mlp"), ("all", None)])
+def test_channel_removal_shrinks_the_llama_and_answers_as_the_mask_does(targets, layers, text_cfg, text_data,
+                                                                         text_original):
+    """pruning.mode=remove: half of each selected layer's MLP channels (gate/up rows, down columns) or key-value
+    groups (k/v rows with their query heads' q rows and o columns) leave the model; the masked model (the same
+    channels zeroed, the same groups' v rows and o columns zeroed) gives the same logits within 1e-5."""
+    from prunelora.models.pruning import remove_llama_channels
+
+    data, splits = text_data
+    cfg = dataclasses.replace(text_cfg, pruning=dataclasses.replace(text_cfg.pruning, mode="remove", targets=targets),
+                              lora=dataclasses.replace(text_cfg.lora, targets=targets))
+    task = UnlearnTask(data, splits, cfg)
+    removed, masked = copy.deepcopy(text_original), copy.deepcopy(text_original)
+    names = task.layers(removed, "prune")
+    assert task.prune(removed) == {}
+    info = task.removed
+    remove_llama_channels(masked, names, cfg.pruning.amount, mask=True)
+    ids, _ = data.batch(splits.forget)
+    with torch.no_grad():
+        assert torch.allclose(removed(input_ids=ids).logits, masked(input_ids=ids).logits, atol=1e-5)
+    # width 32, 4 heads of 8 (2 kv groups), MLP 344: a layer loses 1 kv group (2 query heads x 8 x 32 x 2 for q
+    # and o, 8 x 32 x 2 for k and v) and 172 MLP channels (3 x 172 x 32)
+    per_layer = {"self_attn": 2 * 2 * 8 * 32 + 2 * 8 * 32, "mlp": 3 * 172 * 32}
+    shed = sum(per_layer[k] for k in per_layer if layers in (None, k)) * 2
+    assert info["params_before"] - info["params_after"] == shed
+    _, task = method_task(UnlearnTask(data, splits, cfg), "prunelora")  # the method runs on the smaller model
+    model, record = unlearn_one("prunelora", text_original, task, Context(torch.device("cpu"), seed=0, progress=False))
+    assert sum(p.numel() for p in model.parameters()) == record["params_after"] == info["params_after"]
+
+
 def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "-q", *TEXT_OVERRIDES]) == 0
@@ -211,7 +264,6 @@ def test_run_prints_every_paper_method_and_writes_results(tmp_path, capsys):
     ("model.name=resnet18", "is an image model"),
     ("eval.evidence=[probe]", "eval.evidence=probe scores images only; a text run takes relearn"),
     ("forget.sequence=[[0],[1]]", "forget.sequence is for images"),
-    ("pruning.mode=remove", "pruning.mode=remove"),
     ("eval.curves=true", "on text set eval.curves=false"),
     ("eval.select=best", "on text use eval.select=last"),
     ("forget.indices=rows.txt", "forget.indices is for images"),

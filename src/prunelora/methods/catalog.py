@@ -156,6 +156,34 @@ class GradAscentConfig(ForgetOnlyConfig):
     lr: float | None = 1e-2
 
 
+FORGET_LOSSES = ("none", "graddiff", "npo")
+
+
+@dataclass
+class AdapterConfig(RecipeConfig):
+    """PruneLoRA's and LoRA's settings: the recipe, and a forget term beside the retain loss on the adapters (the
+    paper trains on the retain set alone: none). graddiff: alpha x retain NLL - gamma x forget NLL; npo: alpha x
+    retain NLL + gamma x NPO(beta) of the forget answers against the model before unlearning (`losses.npo`)."""
+
+    _name = "prunelora"  # (not a setting) the method whose hparams an error names
+    forget_loss: str = "none"  # none | graddiff | npo
+    alpha: float = 1.0  # weight of the retain loss when a forget term is on (open-unlearning's default)
+    gamma: float = 1.0  # weight of the forget term
+    beta: float = 0.1  # NPO's inverse temperature (its paper's and open-unlearning's TOFU setting)
+
+    def __post_init__(self):
+        require(self.forget_loss in FORGET_LOSSES, f"hparams.{self._name}.forget_loss", self.forget_loss,
+                "none, graddiff or npo")
+        for key in ("alpha", "gamma", "beta"):
+            value = getattr(self, key)
+            require(value > 0 and value != float("inf"), f"hparams.{self._name}.{key}", value, "a positive number")
+
+
+@dataclass
+class LoraMethodConfig(AdapterConfig):
+    _name = "lora"
+
+
 @dataclass
 class NegGradPlusConfig(RecipeConfig):
     space: ClassVar[dict] = {**RECIPE_SPACE, "beta": Uniform(0.9, 0.9999)}
@@ -252,8 +280,8 @@ for _name, _summary, _uses, _config in [
     ("finetune", "fine-tune all weights on the retain set", ("unlearn",), RecipeConfig),
     ("prune_finetune", "L2-prune the target layers, then fine-tune all weights", ("unlearn", "pruning"), RecipeConfig),
     ("prunelora", "L2-prune, then LoRA on the pruned layers + head, on the retain set", ("unlearn", "pruning", "lora"),
-     RecipeConfig),
-    ("lora", "LoRA adapters + head on the retain set, no pruning", ("unlearn", "lora"), RecipeConfig),
+     AdapterConfig),
+    ("lora", "LoRA adapters + head on the retain set, no pruning", ("unlearn", "lora"), LoraMethodConfig),
     ("grad_ascent", "gradient ascent on the forget set (GA)", ("unlearn",), GradAscentConfig),
     ("neggrad_plus", "descend on retain, ascend on forget (NegGrad+)", ("unlearn",), NegGradPlusConfig),
     ("random_labels", "forget samples relabelled at random, plus retain (RL)", ("unlearn",), RandomLabelsConfig),

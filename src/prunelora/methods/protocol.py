@@ -21,7 +21,13 @@ from ..engine.context import Context
 from ..engine.loop import Recipe, recipe_from
 from ..errors import UserError
 from ..models import arch_of, classifier_name, get_spec, select_layers
-from ..models.pruning import count_zero_rows, prune_by_scores, prune_l2_structured, remove_channels
+from ..models.pruning import (
+    count_zero_rows,
+    prune_by_scores,
+    prune_l2_structured,
+    remove_channels,
+    remove_llama_channels,
+)
 from .catalog import METHODS, MethodConfig, MethodSpec, RecipeConfig, register_method
 
 FORGET_AWARE_RETAIN = 4  # retain samples drawn per forget sample to score forget-aware pruning
@@ -90,10 +96,13 @@ class UnlearnTask:
 
     def _remove(self, model: nn.Module, names: list[str]) -> dict:
         data = self.data
-        device = next(model.parameters()).device
-        example = torch.zeros(1, data.in_chans, data.image_size, data.image_size, device=device)
         params = sum(p.numel() for p in model.parameters())
-        layers = remove_channels(model, names, self.config.pruning.amount, classifier_name(model), example)
+        if is_text(data):  # a Llama: MLP channels and key-value groups of the selected projections' layers
+            layers = remove_llama_channels(model, names, self.config.pruning.amount)
+        else:
+            device = next(model.parameters()).device
+            example = torch.zeros(1, data.in_chans, data.image_size, data.image_size, device=device)
+            layers = remove_channels(model, names, self.config.pruning.amount, classifier_name(model), example)
         return {"removed_layers": len(layers), "params_before": params,
                 "params_after": sum(p.numel() for p in model.parameters())}
 

@@ -10,6 +10,9 @@
    (default: recalibrated after training).
    When `lora.targets` selects the head itself (ViT `authors_code`: what the authors' ViT code trained),
    the head gets an adapter instead and its weight and bias stay frozen.
+   Variants (`hparams.prunelora.forget_loss`, beyond the paper): the adapters also train against the forget set,
+   by gradient difference or NPO (`forget_terms.py`); `pruning.importance=forget` prunes the rows the forget set
+   uses most instead of the smallest.
 4. Merge the adapters. The merged update B @ A is dense, so it writes into the pruned rows: the merged
    model is dense again, and the report says how many pruned rows stayed zero.
 """
@@ -22,6 +25,7 @@ from ..data.catalog import is_text
 from ..engine.loop import fit
 from ..models import classifier_name
 from ..models.adapters import add_lora, merge_lora
+from .forget_terms import forget_batch, forget_objective, reference_nll
 from .protocol import Unlearned, UnlearnTask, trainable_parameters
 
 
@@ -42,12 +46,20 @@ def add_task_lora(model, task: UnlearnTask, seed: int):
 
 
 def adapt(model, task: UnlearnTask, ctx, prune: bool) -> Unlearned:
-    """Optionally prune, then train LoRA adapters plus the head (unless it has an adapter) on the retain set, then merge."""
+    """Optionally prune, then train LoRA adapters plus the head (unless it has an adapter) on the retain set, with
+    the forget term of `hparams.<method>.forget_loss` if one is set, then merge."""
+    term = task.hparams.forget_loss
+    # NPO's reference is the model before unlearning: scored before pruning changes it
+    reference = reference_nll(model, task, ctx) if term == "npo" else None
     pruned = task.prune(model, ctx) if prune else {}
     wrapped, lora_layers = add_task_lora(model, task, ctx.seed)
     info = {"lora_layers": len(lora_layers), "trainable_params": trainable_parameters(wrapped)}
     recipe = task.unlearn_recipe()
-    info["history"] = fit(wrapped, task.data, task.splits.retain, recipe, ctx, desc="adapt")
+    extra = {}
+    if term != "none":  # retain batches with forget rows beside them; BatchNorm statistics from the retain set
+        extra = {"objective": forget_objective(task, reference, ctx.device), "bn_index": task.splits.retain,
+                 "paired": (task.splits.forget, forget_batch(task, recipe.batch_size))}
+    info["history"] = fit(wrapped, task.data, task.splits.retain, recipe, ctx, desc="adapt", **extra)
     merged = merge_lora(wrapped)
     info.update(task.pruning_info(merged, pruned))
     return Unlearned(merged, recipe.epochs, info)

@@ -181,3 +181,83 @@ def _resize(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> Non
         module.num_features = shape[0]
     elif isinstance(module, nn.LayerNorm):
         module.normalized_shape = tuple(shape)
+
+
+# ---------------------------------------------------------------- channel removal on a Llama (pruning.mode=remove)
+# Torch-Pruning 1.6.0's dependency graph did not finish grouping transformers 5.25's Llama (over 10 minutes in
+# `get_all_groups` on llama-tiny, 2 layers): the two structures a Llama's width splits into are sliced here
+# directly, each scored by the L2 norm of all the weights it owns, as Torch-Pruning's group magnitude scores them.
+# MLP channel i owns gate and up row i and down column i; a key-value group (grouped-query attention) owns its k
+# and v rows, the rows of the query heads that read it and those heads' o columns. The residual width is kept.
+
+
+def _slice(linear: nn.Linear, keep: torch.Tensor, dim: int, mask: bool) -> None:
+    """Keep only the rows (dim 0) or columns (dim 1) `keep` of `linear` (mask: zero the others instead)."""
+    with torch.no_grad():
+        if mask:
+            drop = torch.ones(linear.weight.shape[dim], dtype=torch.bool, device=keep.device)
+            drop[keep] = False
+            linear.weight[(drop, slice(None)) if dim == 0 else (slice(None), drop)] = 0
+            return
+        linear.weight = nn.Parameter(linear.weight.index_select(dim, keep.to(linear.weight.device)).contiguous(),
+                                     requires_grad=linear.weight.requires_grad)
+    if dim == 0:
+        linear.out_features = len(keep)
+    else:
+        linear.in_features = len(keep)
+
+
+def _kept(scores: torch.Tensor, amount: float) -> torch.Tensor:
+    """The indices kept when round(amount x n) of the lowest scores go (at least one kept), in order."""
+    drop = min(round(amount * len(scores)), len(scores) - 1)
+    return torch.argsort(scores, descending=True, stable=True)[: len(scores) - drop].sort().values
+
+
+def remove_llama_mlp(mlp: nn.Module, amount: float, mask: bool = False) -> tuple[int, int]:
+    """Remove `amount` of an MLP's intermediate channels (lowest L2 norm of gate row, up row and down column);
+    returns (channels before, after)."""
+    norms = (mlp.gate_proj.weight.pow(2).sum(1) + mlp.up_proj.weight.pow(2).sum(1)
+             + mlp.down_proj.weight.pow(2).sum(0)).sqrt()
+    keep = _kept(norms.detach(), amount)
+    for linear, dim in ((mlp.gate_proj, 0), (mlp.up_proj, 0), (mlp.down_proj, 1)):
+        _slice(linear, keep, dim, mask)
+    return len(norms), len(keep)
+
+
+def remove_llama_heads(attention: nn.Module, amount: float, mask: bool = False) -> tuple[int, int]:
+    """Remove `amount` of an attention's key-value groups with their query heads (lowest L2 norm of every weight
+    the group owns); returns (query heads before, after). With `mask`, the removed groups' v rows and query heads'
+    o columns are zeroed instead (their output is then exactly nothing, as when removed)."""
+    d, group = attention.head_dim, attention.num_key_value_groups
+    kv = attention.k_proj.weight.shape[0] // d
+    per_kv = lambda w: w.detach().pow(2).reshape(kv, -1).sum(1)
+    norms = (per_kv(attention.k_proj.weight) + per_kv(attention.v_proj.weight) + per_kv(attention.q_proj.weight)
+             + per_kv(attention.o_proj.weight.t().contiguous())).sqrt()
+    groups = _kept(norms, amount)
+    kv_rows = (groups[:, None] * d + torch.arange(d)).flatten()
+    q_rows = ((groups[:, None] * group + torch.arange(group))[..., None] * d + torch.arange(d)).flatten()
+    if mask:
+        _slice(attention.v_proj, kv_rows, 0, True)
+        _slice(attention.o_proj, q_rows, 1, True)
+    else:
+        for linear, rows, dim in ((attention.q_proj, q_rows, 0), (attention.k_proj, kv_rows, 0),
+                                  (attention.v_proj, kv_rows, 0), (attention.o_proj, q_rows, 1)):
+            _slice(linear, rows, dim, False)
+    return kv * group, len(groups) * group
+
+
+def remove_llama_channels(model: nn.Module, names: list[str], amount: float, mask: bool = False) -> dict:
+    """Remove `amount` of the MLP channels of every decoder layer whose gate, up or down projection is among
+    `names`, and of the key-value groups of every layer whose q, k, v or o projection is; returns {module:
+    [before, after]} (MLP: channels; attention: query heads) for every module that changed."""
+    chosen = set(names)
+    changed = {}
+    for name, module in model.named_modules():
+        owned = {f"{name}.{p}" for p in ("gate_proj", "up_proj", "down_proj", "q_proj", "k_proj", "v_proj", "o_proj")}
+        if not owned & chosen:
+            continue
+        if hasattr(module, "gate_proj"):
+            changed[name] = list(remove_llama_mlp(module, amount, mask))
+        elif hasattr(module, "num_key_value_groups"):
+            changed[name] = list(remove_llama_heads(module, amount, mask))
+    return {k: v for k, v in changed.items() if v[0] != v[1]}

@@ -112,8 +112,6 @@ def resolve_text(cfg: C.ExperimentConfig) -> None:
                         "indices] or a share of them with forget.fraction=0.05")
     if forget.classes is None and forget.fraction is None:
         forget.fraction = TEXT_FORGET_FRACTION
-    if cfg.pruning.mode != "mask":
-        raise UserError("pruning.mode=remove takes channels out of images' networks; on a Llama use pruning.mode=mask")
     if cfg.eval.select != "last":
         raise UserError("eval.select=best needs a validation split of images; on text use eval.select=last")
     if cfg.eval.curves:
