@@ -36,6 +36,14 @@ def test_a_row_only_forget_samples_activate_ranks_first():
     assert prune_l2_structured(l2, ["0"], 0.3) == {"0": [1]}  # the L2 rule takes the smallest row instead
 
 
+def test_the_score_is_a_ratio_not_a_difference():
+    """A row the forget set uses 20x as much as the retain set ranks before one it uses 1.2x as much, though the
+    latter's difference of means is larger (0.5 against 0.19): specificity, not volume."""
+    scores = forget_specificity({"0": torch.tensor([3.0, 0.2])}, {"0": torch.tensor([2.5, 0.01])})["0"]
+    assert scores.tolist() == pytest.approx([3.0 / 2.5, 0.2 / 0.01], rel=1e-4)
+    assert scores.argsort(descending=True).tolist() == [1, 0]
+
+
 def test_only_the_positions_kept_count():
     """Text batches are padded: the pad positions' activations are left out of the means."""
     model = _hand_built()
@@ -79,3 +87,20 @@ def test_bad_combinations_are_one_line(override, message):
     extra = [] if "fisher" in override else ["pruning.importance=forget"]
     with pytest.raises(UserError, match=message):
         load_config(overrides=[*extra, override])
+
+
+def test_an_mlp_channel_is_scored_by_every_weight_it_owns():
+    """Channel 0's gate and up rows are the smallest, but its down column is the largest: by the norm of all three
+    it stays, and channel 1 (small everywhere) goes; the down projection loses the matching column."""
+    from prunelora.models.pruning import remove_llama_mlp
+
+    mlp = nn.Module()
+    mlp.gate_proj, mlp.up_proj, mlp.down_proj = nn.Linear(2, 4, bias=False), nn.Linear(2, 4, bias=False), \
+        nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        for linear in (mlp.gate_proj, mlp.up_proj):
+            linear.weight.copy_(torch.tensor([[0.1, 0.0], [0.2, 0.0], [1.0, 0.0], [1.0, 0.0]]))
+        mlp.down_proj.weight.copy_(torch.tensor([[10.0, 0.3, 1.0, 2.0], [0.0, 0.0, 0.0, 0.0]]))
+    assert remove_llama_mlp(mlp, 0.25) == (4, 3)
+    assert mlp.down_proj.weight[0].tolist() == pytest.approx([10.0, 1.0, 2.0])
+    assert mlp.gate_proj.weight[:, 0].tolist() == pytest.approx([0.1, 1.0, 1.0]) and mlp.up_proj.out_features == 3
