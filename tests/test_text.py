@@ -183,8 +183,11 @@ def test_the_adapters_train_against_the_forget_set_too(method, loss, text_cfg, t
 
     data, splits = text_data
     ctx = Context(torch.device("cpu"), seed=0, progress=False)
-    hparams = {**text_cfg.hparams, method: {**text_cfg.hparams[method], "forget_loss": loss, "lr": 1e-2}}
-    plain = {**text_cfg.hparams, method: {**text_cfg.hparams[method], "lr": 1e-2}}
+    # 10 steps (the tiny set is one batch an epoch): the forget term raises the forgotten answers' summed NLL by
+    # about 8-11% over the plain rule on this machine, a direction that does not hang on the CPU's rounding
+    steps = {"lr": 1e-2, "epochs": 10}
+    hparams = {**text_cfg.hparams, method: {**text_cfg.hparams[method], "forget_loss": loss, **steps}}
+    plain = {**text_cfg.hparams, method: {**text_cfg.hparams[method], **steps}}
     models = []
     for hp in (hparams, plain):
         _, task = method_task(UnlearnTask(data, splits, dataclasses.replace(text_cfg, hparams=hp)), method)

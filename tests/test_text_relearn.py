@@ -14,9 +14,9 @@ from prunelora.config import load_config
 from prunelora.engine.context import Context
 from prunelora.errors import UserError
 from prunelora.metrics.catalog import keys
-from prunelora.metrics.evidence import EvidenceInput, relearn_metric
+from prunelora.metrics.evidence import EvidenceInput, relearn_metric, relearn_rows
 from prunelora.metrics.text_eval import OUTPUT_COLUMNS
-from prunelora.metrics.text_relearn import check_steps, relearn_rows, steps_to_level
+from prunelora.metrics.text_relearn import check_steps, steps_to_level
 from prunelora.workflows.experiment import prepare, resolve_config, train_original
 
 # 12 authors x 2 questions, 3 forgotten (6 forget rows), a Llama of width 32: the attack trains on 2 of the forget

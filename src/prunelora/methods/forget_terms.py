@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data.catalog import is_text
 from ..engine.context import Context
-from ..engine.loop import AnswerLogits, Batch, answer_targets
+from ..engine.loop import AnswerLogits, Batch, answer_targets, sequence_nll
 from .losses import gradient_difference, npo
 from .protocol import UnlearnTask
 
@@ -27,10 +27,8 @@ def row_nll(logits: torch.Tensor, batch: Batch, text: bool) -> tuple[torch.Tenso
     or an image's cross-entropy (one 'token')."""
     if not text:
         return F.cross_entropy(logits, batch.y, reduction="none"), torch.ones(len(batch.y), device=logits.device)
-    targets, rows = answer_targets(batch.y)
-    token = F.cross_entropy(logits, targets, reduction="none")
-    sums = torch.zeros(len(batch.y), dtype=token.dtype, device=token.device).index_add(0, rows, token)
-    return sums, torch.bincount(rows, minlength=len(batch.y)).to(token.dtype)
+    sums = sequence_nll(logits, batch.y, reduction="sum")
+    return sums, torch.bincount(answer_targets(batch.y)[1], minlength=len(batch.y)).to(sums.dtype)
 
 
 def forget_batch(task: UnlearnTask, batch_size: int) -> int:

@@ -83,6 +83,17 @@ def kl_js(logits: np.ndarray, reference_logits: np.ndarray) -> tuple[float, floa
     return float(kl.mean()), float(js.mean())
 
 
+def relearn_rows(forget: torch.Tensor, retain: torch.Tensor, samples: int, seed: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the rows the relearning attack trains on: `samples` forget rows then 4x as many retain rows, drawn with
+    `seed`; the forget rows left out, in forget order: what the text version scores)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(forget), generator=generator)
+    few = forget[order[:samples]]
+    some = retain[torch.randperm(len(retain), generator=generator)[: 4 * len(few)]]
+    return torch.cat([few, some]), forget[order[samples:].sort().values]
+
+
 def relearn(
     model: nn.Module, data: ImageData, forget: torch.Tensor, retain: torch.Tensor, test_forget: torch.Tensor,
     ctx: Context, samples: int, steps: int, lr: float = 1e-3,
@@ -90,10 +101,7 @@ def relearn(
     """Accuracy (%) on the forgotten classes' test samples after `steps` full-batch Adam steps on a copy of
     `model`, trained on `samples` forget samples mixed with 4x as many retain samples (all weights train,
     BatchNorm in eval mode so that the tiny batch does not rewrite its statistics)."""
-    generator = torch.Generator().manual_seed(ctx.seed)
-    few = forget[torch.randperm(len(forget), generator=generator)[:samples]]
-    some = retain[torch.randperm(len(retain), generator=generator)[: 4 * len(few)]]
-    rows = torch.cat([few, some]).to(data.x_train.device)
+    rows = relearn_rows(forget, retain, samples, ctx.seed)[0].to(data.x_train.device)
     x = ctx.model_input(data, data.x_train[rows])
     y = data.y_train[rows].to(ctx.device)
     student = copy.deepcopy(model).eval()

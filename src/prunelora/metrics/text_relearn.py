@@ -25,19 +25,9 @@ import torch
 from ..data.text import TextData
 from ..engine.context import Context
 from ..engine.loop import AnswerLogits, Batch, answer_loss
+from .evidence import relearn_rows
 from .text import greedy_rouge
 from .text_eval import MAX_NEW_TOKENS, OUTPUT_COLUMNS
-
-
-def relearn_rows(forget: torch.Tensor, retain: torch.Tensor, samples: int, seed: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the rows the attack trains on: `samples` forget rows then 4x as many retain rows, drawn as the image version
-    draws them; the forget rows left out, in forget order: the held-out questions it is scored on)."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(forget), generator=generator)
-    few = forget[order[:samples]]
-    some = retain[torch.randperm(len(retain), generator=generator)[: 4 * len(few)]]
-    return torch.cat([few, some]), forget[order[samples:].sort().values]
 
 
 def check_steps(budget: int) -> list[int]:
