@@ -2,18 +2,23 @@
 
 Prints (1) this machine's fp32 matmul rate, (2) the training loop's throughput for the default model
 (images/s and achieved GFLOP/s, counted with torch.utils.flop_counter, as a share of the matmul rate),
-fine-tuning vs LoRA vs PruneLoRA steps, interleaved and repeated so that noise hits all alike, and
-(3) the default comparison's per-method time and peak memory (one full `prunelora run`).
+fine-tuning vs LoRA vs PruneLoRA steps, interleaved and repeated so that noise hits all alike, under each
+`--setups` (eager fp32; channels-last; torch.compile; bf16 autocast where the CPU has native bf16), and (3) the
+default comparison's per-method time (the loop's seconds per epoch and the one-off seconds) and peak memory (one
+full `prunelora run`).
 
-    python benchmarks/throughput.py [--skip-run] [KEY=VALUE ...]
+    python benchmarks/throughput.py [--skip-run] [--setups eager channels_last compile] [--json PATH] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import json
 import re
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -37,11 +42,33 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def step_fn(model, x, y):
+SETUPS = ("eager", "channels_last", "compile", "bf16", "channels_last+bf16")  # beside the plain fp32 eager step
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16); elsewhere bf16 autocast is emulated."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def step_fn(model, x, y, setup: str = "eager"):
+    """One training step (forward, cross-entropy, backward, Adam) of `model` on (x, y) under `setup`: eager fp32,
+    channels-last activations, torch.compile'd forward, or bf16 autocast of the forward."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    parts = setup.split("+")
+    if "channels_last" in parts:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(model) if "compile" in parts else model
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in parts else contextlib.nullcontext
 
     def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with cast():
+            logits = forward(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -63,10 +90,12 @@ def time_steps(step, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def loop_benchmark(cfg, reps: int = 3, steps: int = 10) -> None:
+def default_models(cfg) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """({finetune, lora, prunelora: the default model as each trains it}, a batch of inputs, its labels)."""
     data = load_dataset(cfg.data)
     size, chans, classes = data.image_size, data.in_chans, data.num_classes
     spec = MODELS.get(cfg.model.name)
+    torch.manual_seed(0)
     base = create_model(cfg.model, classes, chans, size)
     x, y = torch.randn(cfg.unlearn.batch_size, chans, size, size), torch.randint(0, classes, (cfg.unlearn.batch_size,))
     depth = arch_of(cfg.model).get("depth")
@@ -74,49 +103,73 @@ def loop_benchmark(cfg, reps: int = 3, steps: int = 10) -> None:
     pattern = "^(?:" + "|".join(re.escape(n) for n in lora_names) + ")$"
     pruned = copy.deepcopy(base)
     prune_l2_structured(pruned, select_layers(pruned, spec.family, cfg.pruning.targets, "prune", depth), cfg.pruning.amount)
-    variants = {
+    return {
         "finetune": copy.deepcopy(base).train(),
         "lora": add_lora(copy.deepcopy(base), pattern, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, ["head"], 0).train(),
         "prunelora": add_lora(pruned, pattern, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, ["head"], 0).train(),
-    }
-    steps_fns = {k: step_fn(m, x, y) for k, m in variants.items()}
-    flops = {k: step_flops(s) for k, s in steps_fns.items()}
-    best = {k: float("inf") for k in variants}
+    }, x, y
+
+
+def loop_benchmark(cfg, reps: int = 3, steps: int = 10, setups: tuple[str, ...] = ("eager",)) -> dict:
+    """Each method's training step under each setup, taken in turn `reps` times (`steps` steps each, best kept):
+    ms/step, images/s, GFLOP/s (the eager step's FLOPs) and its share of the matmul rate; returns the figures."""
+    models, x, y = default_models(cfg)
+    setups = tuple(s for s in setups if "bf16" not in s or native_bf16())
+    fns, first = {}, {}
+    for name, model in models.items():
+        for setup in setups:
+            fns[name, setup] = step_fn(copy.deepcopy(model), x.clone(), y, setup)
+            start = time.perf_counter()
+            fns[name, setup]()  # the first step: kernels built, a compiled graph traced
+            first[name, setup] = time.perf_counter() - start
+    flops = {name: step_flops(step_fn(copy.deepcopy(m), x, y)) for name, m in models.items()}
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(reps):
-        for k, s in steps_fns.items():
-            best[k] = min(best[k], time_steps(s, steps))
+        for key, fn in fns.items():
+            best[key] = min(best[key], time_steps(fn, steps))
     peak = matmul_gflops()
-    print(f"matmul fp32 (1024^2): {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-    print(f"training step, {cfg.model.name}, batch {len(x)}, {size}x{size} (best of {reps} x {steps} steps):")
-    for k in variants:
-        rate = flops[k] / best[k] / 1e9
-        print(
-            f"  {k:<10} {best[k] * 1e3:7.1f} ms/step  {len(x) / best[k]:7.0f} img/s  {rate:6.1f} GFLOP/s "
-            f"({100 * rate / peak:4.1f}% of matmul)  x finetune time: {best[k] / best['finetune']:.2f}"
-        )
+    print(f"matmul fp32 (1024^2): {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads"
+          + ("" if native_bf16() else "; no native bf16 on this CPU: bf16 autocast not measured"))
+    print(f"training step, {cfg.model.name}, batch {len(x)}, {x.shape[-1]}x{x.shape[-1]} (best of {reps} x {steps} steps):")
+    rows = []
+    for (name, setup), seconds in best.items():
+        rate = flops[name] / seconds / 1e9
+        rows.append({"method": name, "setup": setup, "ms_per_step": 1e3 * seconds, "images_per_s": len(x) / seconds,
+                     "gflop_per_step": flops[name] / 1e9, "gflops": rate, "share_of_matmul": rate / peak,
+                     "first_step_s": first[name, setup]})
+        print(f"  {name:<10} {setup:<13} {seconds * 1e3:7.1f} ms/step  {len(x) / seconds:7.0f} img/s  "
+              f"{flops[name] / 1e9:5.1f} GFLOP  {rate:6.1f} GFLOP/s ({100 * rate / peak:4.1f}% of matmul)  "
+              f"x finetune eager: {seconds / best['finetune', setups[0]]:.2f}  first step {first[name, setup]:.1f} s")
+    return {"matmul_gflops": peak, "threads": torch.get_num_threads(), "rows": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-run", action="store_true", help="only the loop benchmark, not the full comparison")
+    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=["eager"],
+                        help="step set-ups to compare (bf16 only where the CPU has it natively)")
+    parser.add_argument("--json", default=None, help="write the loop figures here, as JSON")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = resolve_config(load_config(None, args.overrides))
     set_threads(cfg.threads)
-    loop_benchmark(cfg)
+    figures = loop_benchmark(cfg, setups=tuple(args.setups))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     if args.skip_run:
         return
     start = time.perf_counter()
     results = run(cfg, None, progress=False, log=lambda *_: None)
     print(f"\nfull comparison: {time.perf_counter() - start:.1f} s wall (data, training, every method, evaluation)")
     ft = next(r["metrics"] for r in results["runs"] if r["method"] == "finetune")
-    print(f"{'method':<16}{'time s':>8}{'s/epoch':>9}{'x retrain':>10}{'x finetune/epoch':>17}{'peak MB':>9}")
+    print(f"{'method':<16}{'time s':>8}{'loop s/epoch':>13}{'one-off s':>10}{'x retrain':>10}{'x finetune/epoch':>17}"
+          f"{'peak MB':>9}")
     for r in results["runs"]:
         m = r["metrics"]
         ratio = m["time_vs_retrain"]
         print(
-            f"{r['method']:<16}{m['time_s']:8.1f}{m['time_per_epoch_s']:9.2f}"
-            f"{'-' if ratio is None else f'{ratio:.2f}':>10}{m['time_per_epoch_s'] / ft['time_per_epoch_s']:17.2f}"
+            f"{r['method']:<16}{m['time_s']:8.1f}{m['loop_s_per_epoch']:13.2f}{m['one_off_s']:10.1f}"
+            f"{'-' if ratio is None else f'{ratio:.2f}':>10}{m['loop_s_per_epoch'] / ft['loop_s_per_epoch']:17.2f}"
             f"{m['peak_memory_mb']:9.1f}"
         )
     print(f"memory: {results['environment']['memory_measure']}; device {results['environment']['device_name']}")

@@ -133,14 +133,15 @@ def test_text_run_arguments_and_pure_helpers():
     assert tr.reference_seconds(10.0, tr.REFERENCE_GFLOPS) == pytest.approx(10.0)
     assert tr.reference_seconds(10.0, tr.REFERENCE_GFLOPS / 2) == pytest.approx(5.0)
     results = {"runs": [
-        {"method": "original", "metrics": {"time_s": 20.0, "time_per_epoch_s": 2.0}},
-        {"method": "retrain", "metrics": {"time_s": 15.0, "time_per_epoch_s": 1.5}},
-        {"method": "lora", "metrics": {"time_s": 5.0, "time_per_epoch_s": 1.0}},
+        {"method": "original", "metrics": {"time_s": 20.0, "loop_s_per_epoch": 2.0, "one_off_s": 4.0}},
+        {"method": "retrain", "metrics": {"time_s": 15.0, "loop_s_per_epoch": 1.5, "one_off_s": 3.0}},
+        {"method": "lora", "metrics": {"time_s": 5.0, "loop_s_per_epoch": 1.0, "one_off_s": 2.5}},
         {"method": "grad_ascent", "metrics": {}, "error": "diverged"},
     ]}
     b = tr.breakdown(results, 100.0)
     assert [r["part"] for r in b["rows"]] == ["training (original)", "training (retrain)", "lora", "grad_ascent"]
     assert b["steps_s"] == 40.0 and b["evaluation_s"] == 60.0 and b["rows"][3]["error"] == "diverged"
+    assert [r["one_off_s"] for r in b["rows"]] == [4.0, 3.0, 2.5, None]
     ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
     labels = torch.tensor([[-100, 6, 7, -100], [-100, 9, -100, -100]])
     rows = tr.Rows(ids, labels, pad_id=0)
@@ -157,8 +158,9 @@ def test_text_run_arguments_and_pure_helpers():
 def test_text_run_summary_shows_every_part():
     """The markdown summary of a full record (run + engine vs Trainer): each part, the totals and both verdicts."""
     tr = _text_run()
-    run = tr.breakdown({"runs": [{"method": "original", "metrics": {"time_s": 20.0, "time_per_epoch_s": 2.0}},
-                                 {"method": "lora", "metrics": {"time_s": 5.0, "time_per_epoch_s": None}}]}, 100.0)
+    run = tr.breakdown({"runs": [
+        {"method": "original", "metrics": {"time_s": 20.0, "loop_s_per_epoch": 2.0, "one_off_s": 4.0}},
+        {"method": "lora", "metrics": {"time_s": 5.0, "loop_s_per_epoch": None, "one_off_s": None}}]}, 100.0)
     run.update(matmul_gflops=311.5, reference_s=100.0)
     one = {"s_per_epoch": 2.0, "cpu_s_per_epoch": 3.0, "loss_mean": 1.5, "loss_last_epoch": 1.0}
     record = {
@@ -172,6 +174,55 @@ def test_text_run_summary_shows_every_part():
                                           "schedule": tr.SCHEDULE}},
     }
     text = tr.summary(record)
-    assert "| training (original) | 20.0 | 2.00 |" in text and "| lora | 5.0 | - |" in text
-    assert "| evaluation (wall - the above) | 75.0 | |" in text and "**100.0 reference s**" in text
+    assert "| training (original) | 20.0 | 2.00 | 4.0 |" in text and "| lora | 5.0 | - | - |" in text
+    assert "| evaluation (wall - the above) | 75.0 | | |" in text and "**100.0 reference s**" in text
     assert "target 150" in text and ": PASS" in text and "**0.50x** wall" in text
+
+
+def _first_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("first_table_bench", ROOT / "benchmarks" / "first_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_first_table_floor_and_breakdown():
+    """The first-table benchmark's arithmetic: the default's 2,100 steps (504 + 456 + 4 x 285) from its sizes, the
+    floor at the mean matmul rate, evaluation as the metric parts only, and both verdicts."""
+    ft = _first_table()
+    methods = ["retrain", "finetune", "prune_finetune", "lora", "prunelora"]
+    results = {"config": {"methods": methods, "train": {"epochs": 8, "batch_size": 128},
+                          "unlearn": {"epochs": 5, "batch_size": 128}},
+               "data": {"sizes": {"forget": 800, "retain": 7200, "test_retain": 1800, "test_forget": 200}},
+               "runs": [{"method": m, "metrics": {"time_s": 20.0, "loop_s_per_epoch": 3.0, "one_off_s": 5.0}}
+                        for m in ["original", *methods]]}
+    steps = ft.default_steps(results)
+    assert steps == {"original": 504, "retrain": 456, **{m: 285 for m in methods[1:]}}
+    timers = ft.Timers()
+    timers.seconds.update({"forward passes (train + test logits)": 6.0, "probe": 3.0, "writing results and reports": 1.0})
+    timers.calls.update({"forward passes (train + test logits)": 6, "probe": 6, "writing results and reports": 1})
+    record = ft.summarise(results, timers, run_s=138.0, start_up_s=2.0, before=190.0, after=210.0, flops=int(17.8e9))
+    assert record["steps"] == 2100 and record["training_s"] == 120.0
+    assert record["floor_s"] == pytest.approx(2100 * 17.8 / 200.0)
+    assert record["wall_s"] == 140.0 and record["evaluation_s"] == 9.0 and record["rest_s"] == pytest.approx(8.0)
+    assert record["evaluation_share"] == pytest.approx(9.0 / 140.0)
+    text = ft.summary(record)
+    assert "| training: lora | 285 | 20.0 | 3.00 | 5.0 |" in text and "| probe (6 calls) | | 3.0 | | |" in text
+    assert "**0.75x** (target <= 1.3): PASS" in text and "**6.4%** of the run (target <= 15%): PASS" in text
+    record = ft.summarise(results, timers, run_s=300.0, start_up_s=2.0, before=200.0, after=200.0, flops=int(17.8e9))
+    assert "(target <= 1.3): MISS" in ft.summary(record)
+
+
+def test_first_table_timers_time_what_they_wrap():
+    """A wrapped function still returns its value; its seconds and calls land under its label, also when it raises."""
+    ft = _first_table()
+    timers = ft.Timers()
+    module = SimpleNamespace(f=lambda x: x + 1, g=lambda: 1 / 0)
+    timers.patch(module, "f", "f part")
+    timers.patch(module, "g", lambda: "g part")
+    assert module.f(1) == 2 and module.f(2) == 3
+    with pytest.raises(ZeroDivisionError):
+        module.g()
+    assert timers.calls == {"f part": 2, "g part": 1} and timers.seconds["f part"] >= 0.0

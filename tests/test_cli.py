@@ -84,7 +84,9 @@ def test_run_writes_results(run_output):
         assert r["seed"] == 0
         for key in QUALITY:
             assert 0.0 <= m[key] <= 100.0, (r["method"], key)
-        assert m["time_s"] > 0 and m["peak_memory_mb"] > 0 and m["time_per_epoch_s"] > 0
+        assert m["time_s"] > 0 and m["peak_memory_mb"] > 0 and m["loop_s_per_epoch"] > 0 and m["one_off_s"] >= 0
+        # the whole time is the loop's epochs plus the one-off work
+        assert m["loop_s_per_epoch"] * r["info"]["epochs"] + m["one_off_s"] == pytest.approx(m["time_s"])
         expected_gap = sum(abs(m[k] - retrain[k]) for k in ("UA", "MIA", "RA", "TA")) / 4
         assert m["avg_gap"] == pytest.approx(expected_gap)
     assert retrain["avg_gap"] == 0.0 and retrain["time_vs_retrain"] == 1.0

@@ -15,13 +15,15 @@ import pytest
 from prunelora.cli import main
 from prunelora.config import load_config
 from prunelora.errors import UserError
+from prunelora.metrics.catalog import METRICS
 from prunelora.workflows.run import run
 
 SLOW_ENOUGH = ["unlearn.epochs=3", "methods=[retrain,finetune,prunelora,lora]"]
+COST = {m.key for m in METRICS if m.cost}  # seconds and memory, which differ from run to run
 
 
 def _quality(results: dict) -> dict:
-    return {(r["method"], r["seed"]): {k: v for k, v in r["metrics"].items() if "time" not in k and "memory" not in k}
+    return {(r["method"], r["seed"]): {k: v for k, v in r["metrics"].items() if k not in COST}
             for r in results["runs"]}
 
 
@@ -120,6 +122,6 @@ def test_a_sequence_resumes_from_the_request_it_stopped_in(tmp_path, tiny_overri
     loaded = [line.split(":")[0].split()[-1] for line in lines if "done before" in line]
     assert loaded == ["retrain", "finetune", "prunelora", "retrain"]
     assert [(r["method"], r["step"]) for r in resumed["runs"]] == [(r["method"], r["step"]) for r in whole["runs"]]
-    quality = lambda results: [{k: v for k, v in r["metrics"].items() if "time" not in k and "memory" not in k}
+    quality = lambda results: [{k: v for k, v in r["metrics"].items() if k not in COST}
                                for r in results["runs"]]
     assert quality(resumed) == quality(whole)

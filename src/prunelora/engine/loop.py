@@ -320,6 +320,7 @@ class TrainingLoop:
         if not math.isfinite(loss):
             raise FloatingPointError(f"{desc}: the training loss became {loss} in epoch {epoch + 1}")
         record = {"epoch": epoch + 1, "loss": loss, "acc": acc, "seconds": time.perf_counter() - start}
+        self.ctx.meter.loop_seconds += record["seconds"]
         if self.ctx.monitor is not None:
             with self.ctx.meter.paused():
                 record.update(self.ctx.monitor(self.model))

@@ -46,6 +46,9 @@ class CostMeter:
         self._state_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.seconds = 0.0
         self._excluded = 0.0
+        # seconds inside training epochs (`fit`'s loops); the rest of `seconds` is one-off work: pruning, wrapping,
+        # BatchNorm recalibration, merging, importance estimates
+        self.loop_seconds = 0.0
         self.optimizer_bytes = 0  # the largest optimizer state of the method (Adam: two tensors per trained weight)
 
     @property
@@ -60,6 +63,7 @@ class CostMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         self._excluded = 0.0
+        self.loop_seconds = 0.0
         try:
             yield self
         finally:

@@ -20,6 +20,7 @@ def retrain(model, task: UnlearnTask, ctx) -> Unlearned:
     start = time.perf_counter()
     history = fit(fresh, data, task.splits.retain, recipe, ctx, desc="retrain")
     if cfg.cache:
-        cost = {"time_s": time.perf_counter() - start, "peak_memory_mb": ctx.meter.peak_mb}
+        cost = {"time_s": time.perf_counter() - start, "loop_s": ctx.meter.loop_seconds,
+                "peak_memory_mb": ctx.meter.peak_mb}
         cache.store("retrain", key, described, fresh, cost, data)
     return Unlearned(fresh, recipe.epochs, {"history": history})

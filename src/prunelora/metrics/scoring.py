@@ -49,10 +49,14 @@ def own_evidence(model: nn.Module, outs, inputs: EvidenceInput) -> dict:
 
 
 def combine_metrics(quality: dict, record: dict) -> dict:
-    """Quality metrics plus the cost of the step (seconds, seconds per epoch, peak memory)."""
-    time_s, epochs = record["time_s"], record["epochs"]
-    per_epoch = time_s / epochs if epochs else None
-    return {**quality, "time_s": time_s, "time_per_epoch_s": per_epoch, "peak_memory_mb": record["peak_memory_mb"]}
+    """Quality metrics plus the cost of the step: seconds in all, the training loop's seconds per epoch, the one-off
+    seconds (everything outside the loop's epochs), peak memory. A record without the loop's seconds (a model
+    cached before they were recorded) has neither of the two."""
+    time_s, epochs, loop_s = record["time_s"], record["epochs"], record.get("loop_s")
+    return {**quality, "time_s": time_s,
+            "loop_s_per_epoch": loop_s / epochs if epochs and loop_s is not None else None,
+            "one_off_s": time_s - loop_s if loop_s is not None else None,
+            "peak_memory_mb": record["peak_memory_mb"]}
 
 
 def add_comparisons(runs: list[dict], kept: dict, inputs: EvidenceInput) -> None:

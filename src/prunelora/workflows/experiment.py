@@ -328,7 +328,7 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
     model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
     if cfg.model.init:
         load_weights(model, read_state_dict(cfg.model.init), cfg.model.init)
-        record = {"time_s": 0.0, "epochs": 0, "peak_memory_mb": 0.0, "loaded_from": cfg.model.init}
+        record = {"time_s": 0.0, "loop_s": 0.0, "epochs": 0, "peak_memory_mb": 0.0, "loaded_from": cfg.model.init}
         return ctx.prepare_model(model).eval(), record
     model = ctx.prepare_model(model)
     everything = torch.arange(len(data.y_train))
@@ -338,7 +338,8 @@ def train_original(cfg: C.ExperimentConfig, data: ImageData, ctx: Context) -> tu
     ctx.meter = CostMeter(ctx.device)
     with ctx.meter.measure():
         history = fit(model, data, everything, recipe_from(cfg.train), ctx, desc="original")
-    record = {"time_s": ctx.meter.seconds, "epochs": cfg.train.epochs, "peak_memory_mb": ctx.meter.peak_mb}
+    record = {"time_s": ctx.meter.seconds, "loop_s": ctx.meter.loop_seconds, "epochs": cfg.train.epochs,
+              "peak_memory_mb": ctx.meter.peak_mb}
     if cfg.cache:
         cache.store("original", key, described, model, record, data)
     return model, {**record, "history": history}

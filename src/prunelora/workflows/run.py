@@ -211,7 +211,7 @@ def _save_model(exp: Experiment, name: str, model: nn.Module, entry: dict, out: 
 
 
 def _run_entry(method: str, cfg, metrics: dict, record: dict) -> dict:
-    info = {k: v for k, v in record.items() if k not in ("time_s", "peak_memory_mb")}
+    info = {k: v for k, v in record.items() if k not in ("time_s", "loop_s", "peak_memory_mb")}
     return {"method": method, "seed": cfg.seed, "metrics": metrics, "info": info}
 
 

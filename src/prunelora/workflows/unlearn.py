@@ -44,7 +44,8 @@ def unlearn_one(
     model = copy.deepcopy(original)
     with ctx.meter.measure():
         out = spec.fn(model, task, ctx)
-    record = {"time_s": ctx.meter.seconds, "epochs": out.epochs, "peak_memory_mb": ctx.meter.peak_mb,
+    record = {"time_s": ctx.meter.seconds, "loop_s": ctx.meter.loop_seconds, "epochs": out.epochs,
+              "peak_memory_mb": ctx.meter.peak_mb,
               "optimizer_state_mb": ctx.meter.optimizer_bytes / 2**20, **out.info}
     model = out.model
     if chooser is not None and chooser.best is not None:
