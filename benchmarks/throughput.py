@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunelora.config import load_config
 from prunelora.data import load_dataset
-from prunelora.engine.context import set_threads
+from prunelora.engine.context import native_bf16, set_threads
 from prunelora.models import MODELS, arch_of, create_model, select_layers
 from prunelora.models.adapters import add_lora
 from prunelora.models.pruning import prune_l2_structured
@@ -43,16 +43,6 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
 
 
 SETUPS = ("eager", "channels_last", "compile", "bf16", "channels_last+bf16")  # beside the plain fp32 eager step
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16); elsewhere bf16 autocast is emulated."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        flags = next(line for line in lines if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def step_fn(model, x, y, setup: str = "eager"):

@@ -124,3 +124,19 @@ def test_a_cached_run_gives_identical_metrics(cache_here, tiny_overrides):
         quality = {k: v for k, v in a["metrics"].items() if k not in COST}
         assert quality == {k: b["metrics"][k] for k in quality}, a["method"]
     assert resolve_config(cfg).cache
+
+
+def test_a_cached_retrain_keeps_its_loop_seconds_or_has_none(monkeypatch, task, cpu_ctx, trained_original):
+    """A retrain from the cache reports the loop and one-off seconds recorded when it trained; an entry stored before
+    they were recorded has neither, not a one-off time equal to its whole training."""
+    from prunelora.methods import retrain as retrain_module
+    from prunelora.metrics.scoring import combine_metrics
+    from prunelora.workflows.unlearn import unlearn_one
+
+    monkeypatch.setattr(task.config, "cache", True)
+    for stored, loop, once in [({"time_s": 30.0, "loop_s": 28.0, "peak_memory_mb": 1.0}, 28.0 / 8, 2.0),
+                               ({"time_s": 30.0, "peak_memory_mb": 1.0}, None, None)]:
+        monkeypatch.setattr(retrain_module.cache, "load", lambda role, key, model, r=stored: {**r, "cached": True})
+        _, record = unlearn_one("retrain", trained_original, task, cpu_ctx)
+        metrics = combine_metrics({}, {**record, "epochs": 8})
+        assert metrics["time_s"] == 30.0 and metrics["loop_s_per_epoch"] == loop and metrics["one_off_s"] == once

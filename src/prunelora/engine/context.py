@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ class Context:
     seed: int = 0
     progress: bool = True  # show progress bars (off with --quiet)
     meter: CostMeter = field(default=None)  # a new one per measured step (the original, each method)
-    amp: bool = False  # bf16 autocast (CUDA only)
+    amp: bool = False  # bf16 autocast on CUDA
+    cpu_bf16: bool = False  # bf16 autocast on the CPU (where it computes bf16 natively: see `native_bf16`)
     channels_last: bool | None = False  # NHWC activations for convolutions; None = on CUDA only
     compile: bool = False  # torch.compile the training forward
     graphs: bool | None = None  # CUDA graphs for plain training steps; None = on CUDA (see engine.GraphedStep)
@@ -32,13 +34,15 @@ class Context:
             self.meter = CostMeter(self.device)
         if self.channels_last is None:
             self.channels_last = self.device.type == "cuda"
-        if self.device.type != "cuda":  # bf16 autocast only pays off with CUDA kernels; graphs are CUDA's
-            self.amp = False
+        if self.device.type != "cuda":  # on the CPU bf16 autocast is its own opt-in (cpu_bf16); graphs are CUDA's
+            self.amp = bool(self.cpu_bf16)
             self.graphs = False
         elif self.graphs is None:
             self.graphs = True
 
     def autocast(self):
+        if self.amp and self.device.type == "cpu":
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         if self.amp:  # no cache of casted weights while a CUDA graph records: it would outlive the recording
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                                   cache_enabled=not torch.cuda.is_current_stream_capturing())
@@ -71,6 +75,17 @@ def pick_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise UserError(f"device '{name}' is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16, from /proc/cpuinfo); elsewhere bf16 is
+    emulated, slower than fp32."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def seed_everything(seed: int) -> None:

@@ -26,7 +26,7 @@ from ..data import (
 from ..data import request_splits as data_request_splits
 from ..data.catalog import is_text
 from ..engine import dist
-from ..engine.context import Context, pick_device, seed_everything, set_threads
+from ..engine.context import Context, native_bf16, pick_device, seed_everything, set_threads
 from ..engine.loop import fit, recipe_from
 from ..engine.meter import CostMeter
 from ..errors import UserError
@@ -285,8 +285,11 @@ def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
         device = torch.device("cuda", w.local_rank)
     dist.init(device.type)
     progress = progress and w.main
+    if cfg.cpu_bf16 and device.type == "cpu" and not native_bf16():
+        raise UserError("cpu_bf16=true needs a CPU that computes bf16 natively (AVX-512 BF16 or AMX), and this one "
+                        "does not (bf16 would be emulated, slower than fp32); leave cpu_bf16=false")
     return Context(device, cfg.seed, progress, amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile,
-                   graphs=cfg.cuda_graphs)
+                   graphs=cfg.cuda_graphs, cpu_bf16=cfg.cpu_bf16)
 
 
 def prepare(cfg: C.ExperimentConfig, device: torch.device | None = None) -> tuple[ImageData, Splits]:
