@@ -110,13 +110,18 @@ def test_gpu_benchmark_notes_memory_around_each_graph_recording(monkeypatch):
         "peak_after_recording_mb": 100.0, "allocated_after_recording_mb": 50.0}]
 
 
-def _text_run():
+def _bench(name: str):
+    """benchmarks/<name>.py, imported as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("text_run_bench", ROOT / "benchmarks" / "text_run.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _text_run():
+    return _bench("text_run")
 
 
 def test_text_run_arguments_and_pure_helpers():
@@ -180,12 +185,7 @@ def test_text_run_summary_shows_every_part():
 
 
 def _first_table():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("first_table_bench", ROOT / "benchmarks" / "first_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _bench("first_table")
 
 
 def test_first_table_floor_and_breakdown():
