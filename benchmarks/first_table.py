@@ -29,6 +29,22 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from text_run import breakdown, matmul_rate  # each training's seconds, loop s/epoch and one-off s; GFLOP/s
+
+from prunelora import cli
+from prunelora.config import load_config
+from prunelora.data import load_dataset
+from prunelora.engine.loop import steps_per_epoch
+from prunelora.metrics import evidence, mia, scoring
+from prunelora.models import create_model
+from prunelora.store.environment import cpu_name
+from prunelora.workflows import experiment
+from prunelora.workflows import run as run_module
+
 FLOOR_FACTOR = 1.3  # the target: wall <= 1.3 x the floor
 EVAL_SHARE = 0.15  # the target: evaluation <= 15% of the wall
 
@@ -51,8 +67,8 @@ class Timers:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
-    def wrap(self, fn, label):
-        """`fn`, timed under `label` (a string, or a function of the call's arguments giving one)."""
+    def wrap(self, fn, label: str):
+        """`fn`, timed under `label`."""
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
@@ -60,22 +76,17 @@ class Timers:
             try:
                 return fn(*args, **kwargs)
             finally:
-                name = label(*args, **kwargs) if callable(label) else label
-                self.seconds[name] += time.perf_counter() - start
-                self.calls[name] += 1
+                self.seconds[label] += time.perf_counter() - start
+                self.calls[label] += 1
 
         return timed
 
-    def patch(self, module, name: str, label) -> None:
+    def patch(self, module, name: str, label: str) -> None:
         setattr(module, name, self.wrap(getattr(module, name), label))
 
 
 def instrument(timers: Timers) -> None:
     """Time each part of the run where it is called (module attributes, resolved at call time)."""
-    from prunelora.metrics import evidence, mia, scoring
-    from prunelora.workflows import experiment
-    from prunelora.workflows import run as run_module
-
     timers.patch(experiment, "load_dataset", "loading the data")
     timers.patch(scoring, "outputs", "forward passes (train + test logits)")
     timers.patch(mia, "attack_efficacy", "MIA attacks (SVC: confidence, entropy, m-entropy; log. reg.: loss)")
@@ -90,12 +101,6 @@ EVALUATION = ("forward", "MIA", "probe", "relearn", "divergence", "attack")  # t
 
 def step_flops(cfg) -> int:
     """FLOPs of one Fine-tune step (forward, backward, Adam) of the default model at the unlearning batch size."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from prunelora.data import load_dataset
-    from prunelora.models import create_model
-
     data = load_dataset(cfg.data)
     model = create_model(cfg.model, data.num_classes, data.in_chans, data.image_size).train()
     x = torch.randn(cfg.unlearn.batch_size, data.in_chans, data.image_size, data.image_size)
@@ -109,8 +114,6 @@ def step_flops(cfg) -> int:
 
 def default_steps(results: dict) -> dict[str, int]:
     """Optimizer steps of each training of the run (epochs x batches over its set), from its sizes and config."""
-    from prunelora.engine.loop import steps_per_epoch
-
     cfg, sizes = results["config"], results["data"]["sizes"]
     retain, train = sizes["retain"], sizes["retain"] + sizes["forget"]
     steps = {"original": cfg["train"]["epochs"] * steps_per_epoch(train, cfg["train"]["batch_size"]),
@@ -123,17 +126,8 @@ def default_steps(results: dict) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    record: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PRUNELORA_CACHE"] = str(Path(tmp) / "cache")  # an empty model cache, as on a new machine
-        import torch
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from text_run import matmul_rate
-
-        from prunelora import cli
-        from prunelora.store.environment import cpu_name
-
         torch.set_num_threads(args.threads)
         imports = time.perf_counter() - START  # seconds: Python, PyTorch and prunelora's start-up
         before = matmul_rate()  # GFLOP/s
@@ -146,8 +140,6 @@ def main(argv: list[str] | None = None) -> None:
         wall = time.perf_counter() - run_start  # seconds: the run, from the command line to the printed table
         results = json.loads((out / "results.json").read_text())
     after = matmul_rate()
-    from prunelora.config import load_config
-
     flops = step_flops(load_config(overrides=args.overrides))
     record = summarise(results, timers, wall, imports, before, after, flops)
     record["environment"] = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
@@ -166,13 +158,10 @@ def summarise(results: dict, timers: Timers, run_s: float, start_up_s: float, be
     steps = default_steps(results)
     rate = (before + after) / 2  # GFLOP/s around the run
     floor = sum(steps.values()) * flops / (rate * 1e9)  # seconds
-    trainings = []
-    for r in results["runs"]:
-        m = r.get("metrics") or {}
-        trainings.append({"part": r["method"], "steps": steps.get(r["method"], 0), "time_s": m.get("time_s", 0.0),
-                          "loop_s_per_epoch": m.get("loop_s_per_epoch"), "one_off_s": m.get("one_off_s"),
-                          "error": r.get("error")})
-    training = sum(t["time_s"] for t in trainings)
+    parts = breakdown(results, run_s)
+    trainings = [{**row, "part": r["method"], "steps": steps.get(r["method"], 0)}
+                 for row, r in zip(parts["rows"], results["runs"])]
+    training = parts["steps_s"]
     metrics = [{"part": k, "seconds": v, "calls": timers.calls[k]} for k, v in timers.seconds.items()]
     wall = run_s + start_up_s
     evaluation = sum(m["seconds"] for m in metrics if m["part"].startswith(EVALUATION))

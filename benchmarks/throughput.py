@@ -129,7 +129,7 @@ def loop_benchmark(cfg, reps: int = 3, steps: int = 10, setups: tuple[str, ...] 
                      "first_step_s": first[name, setup]})
         print(f"  {name:<10} {setup:<13} {seconds * 1e3:7.1f} ms/step  {len(x) / seconds:7.0f} img/s  "
               f"{flops[name] / 1e9:5.1f} GFLOP  {rate:6.1f} GFLOP/s ({100 * rate / peak:4.1f}% of matmul)  "
-              f"x finetune eager: {seconds / best['finetune', setups[0]]:.2f}  first step {first[name, setup]:.1f} s")
+              f"x finetune {setups[0]}: {seconds / best['finetune', setups[0]]:.2f}  first step {first[name, setup]:.1f} s")
     return {"matmul_gflops": peak, "threads": torch.get_num_threads(), "rows": rows}
 
 

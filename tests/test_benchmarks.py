@@ -221,7 +221,7 @@ def test_first_table_timers_time_what_they_wrap():
     timers = ft.Timers()
     module = SimpleNamespace(f=lambda x: x + 1, g=lambda: 1 / 0)
     timers.patch(module, "f", "f part")
-    timers.patch(module, "g", lambda: "g part")
+    timers.patch(module, "g", "g part")
     assert module.f(1) == 2 and module.f(2) == 3
     with pytest.raises(ZeroDivisionError):
         module.g()

@@ -73,8 +73,8 @@ def test_a_bf16_run_trains_and_differs_from_fp32(monkeypatch, tiny_overrides, tm
     fp32 = run(load_config(overrides=overrides), progress=False, log=lambda *a: None)
     bf16 = run(load_config(overrides=[*overrides, "cpu_bf16=true"]), progress=False, log=lambda *a: None)
     assert [r["info"].get("cached") for r in bf16["runs"]] == [None, None, None]  # not fp32's cached models
-    for a, b in zip(fp32["runs"], bf16["runs"]):
-        assert 0.0 <= b["metrics"]["RA"] <= 100.0 and b["metrics"]["time_s"] > 0
+    for r in bf16["runs"]:
+        assert 0.0 <= r["metrics"]["RA"] <= 100.0 and r["metrics"]["time_s"] > 0
     assert bf16["config"]["cpu_bf16"] and not fp32["config"]["cpu_bf16"]
     differ = [k for k in ("RA", "TA", "MIA_loss_balanced") for a, b in zip(fp32["runs"], bf16["runs"])
               if a["metrics"][k] != b["metrics"][k]]

@@ -308,7 +308,7 @@ class ExperimentConfig:
     threads: int | None = None  # CPU threads for PyTorch; None = all cores
     save_models: bool = False  # also write each method's model to OUT/models/<method>.safetensors
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
-    # bf16 autocast of the forward on a CPU that computes bf16 natively (AVX-512 BF16 or AMX): training steps 10-21%
+    # bf16 autocast of the forward on a CPU that computes bf16 natively (AVX-512 BF16 or AMX): training steps 6-21%
     # faster on a 2-core AMD EPYC (docs/performance.md); off by default, since it changes every number
     cpu_bf16: bool = False
     # NHWC memory format for convolutions. None: on CUDA only. true also on the CPU, where training steps ran

@@ -41,12 +41,11 @@ class Context:
             self.graphs = True
 
     def autocast(self):
-        if self.amp and self.device.type == "cpu":
-            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-        if self.amp:  # no cache of casted weights while a CUDA graph records: it would outlive the recording
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                                  cache_enabled=not torch.cuda.is_current_stream_capturing())
-        return contextlib.nullcontext()
+        if not self.amp:
+            return contextlib.nullcontext()
+        # no cache of casted weights while a CUDA graph records: it would outlive the recording
+        capturing = self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=not capturing)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Move to the device (channels-last memory format where asked)."""
