@@ -10,7 +10,10 @@ its compute floor, on this machine, with every part of its time.
    divergence), writing the reports, and the rest;
 4. the verdicts: wall <= 1.3 x floor, evaluation <= 15% of the run.
 
-    python benchmarks/first_table.py [--threads 2] [--json PATH] [KEY=VALUE ...]
+    python benchmarks/first_table.py [--threads 2] [--isa avx2] [--json PATH] [KEY=VALUE ...]
+
+`--isa avx2` measures it as an AVX2-only CPU would run it (oneDNN, MKL and PyTorch's kernels kept to AVX2, the
+floor's matmul included), on a CPU that has more.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from text_run import breakdown, matmul_rate  # each training's seconds, loop s/epoch and one-off s; GFLOP/s
+from throughput import add_isa_argument, cap_isa
 
 from prunelora import cli
 from prunelora.config import load_config
@@ -53,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for everything (make demo uses every core)")
     parser.add_argument("--json", default="docs/first_table.json", help="where the figures go, as JSON ('' for none)")
+    add_isa_argument(parser)
     parser.add_argument("overrides", nargs="*", help="extra KEY=VALUE config overrides")
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -126,6 +131,7 @@ def default_steps(results: dict) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    cap_isa(args.isa, __file__, sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PRUNELORA_CACHE"] = str(Path(tmp) / "cache")  # an empty model cache, as on a new machine
         torch.set_num_threads(args.threads)
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     flops = step_flops(load_config(overrides=args.overrides))
     record = summarise(results, timers, wall, imports, before, after, flops)
     record["environment"] = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
+                             "isa": torch.backends.cpu.get_cpu_capability(), "isa_cap": args.isa,
                              "date": time.strftime("%Y-%m-%d"), "overrides": args.overrides}
     print(summary(record))
     if args.json:

@@ -7,7 +7,10 @@ fine-tuning vs LoRA vs PruneLoRA steps, interleaved and repeated so that noise h
 default comparison's per-method time (the loop's seconds per epoch and the one-off seconds) and peak memory (one
 full `prunelora run`).
 
-    python benchmarks/throughput.py [--skip-run] [--setups eager channels_last compile] [--json PATH] [KEY=VALUE ...]
+    python benchmarks/throughput.py [--skip-run] [--setups eager channels_last compile] [--isa avx2] [--json PATH]
+        [KEY=VALUE ...]
+
+`--isa avx2` runs it as an AVX2-only CPU would: oneDNN, MKL and PyTorch's own kernels kept to AVX2 (`cap_isa`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import argparse
 import contextlib
 import copy
 import json
+import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -42,14 +47,35 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-SETUPS = ("eager", "channels_last", "compile", "bf16", "channels_last+bf16")  # beside the plain fp32 eager step
+# beside the plain fp32 eager step (contiguous, Adam's loop over tensors); channels_last+fused is the default's
+SETUPS = ("eager", "channels_last", "fused", "channels_last+fused", "compile", "bf16", "channels_last+bf16")
+# environment variables that keep oneDNN (convolutions), MKL (matmul) and ATen's vectorised kernels to an
+# instruction set: what a CPU without the wider ones runs
+ISA_CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+
+
+def cap_isa(isa: str | None, script: str, argv: list[str]) -> None:
+    """Run `script` with `argv` again in a fresh Python whose kernels are kept to `isa` (see ISA_CAPS), unless it is
+    already so kept or no `isa` is asked; the variables must be set before PyTorch loads, hence the new process."""
+    if not isa:
+        return
+    caps = ISA_CAPS[isa]
+    if all(os.environ.get(k) == v for k, v in caps.items()):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, script, *argv], {**os.environ, **caps})
+
+
+def add_isa_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), default=None,
+                        help="keep the kernels to this instruction set (as a CPU without wider ones runs them)")
 
 
 def step_fn(model, x, y, setup: str = "eager"):
     """One training step (forward, cross-entropy, backward, Adam) of `model` on (x, y) under `setup`: eager fp32,
-    channels-last activations, torch.compile'd forward, or bf16 autocast of the forward."""
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    channels-last activations, Adam's fused kernel, torch.compile'd forward, or bf16 autocast of the forward."""
     parts = setup.split("+")
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3, fused="fused" in parts or None)
     if "channels_last" in parts:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     forward = torch.compile(model) if "compile" in parts else model
@@ -118,7 +144,8 @@ def loop_benchmark(cfg, reps: int = 3, steps: int = 10, setups: tuple[str, ...] 
         for key, fn in fns.items():
             best[key] = min(best[key], time_steps(fn, steps))
     peak = matmul_gflops()
-    print(f"matmul fp32 (1024^2): {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads"
+    print(f"matmul fp32 (1024^2): {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads, "
+          f"kernels up to {torch.backends.cpu.get_cpu_capability()}"
           + ("" if native_bf16() else "; no native bf16 on this CPU: bf16 autocast not measured"))
     print(f"training step, {cfg.model.name}, batch {len(x)}, {x.shape[-1]}x{x.shape[-1]} (best of {reps} x {steps} steps):")
     rows = []
@@ -130,17 +157,20 @@ def loop_benchmark(cfg, reps: int = 3, steps: int = 10, setups: tuple[str, ...] 
         print(f"  {name:<10} {setup:<13} {seconds * 1e3:7.1f} ms/step  {len(x) / seconds:7.0f} img/s  "
               f"{flops[name] / 1e9:5.1f} GFLOP  {rate:6.1f} GFLOP/s ({100 * rate / peak:4.1f}% of matmul)  "
               f"x finetune {setups[0]}: {seconds / best['finetune', setups[0]]:.2f}  first step {first[name, setup]:.1f} s")
-    return {"matmul_gflops": peak, "threads": torch.get_num_threads(), "rows": rows}
+    return {"matmul_gflops": peak, "threads": torch.get_num_threads(), "isa": torch.backends.cpu.get_cpu_capability(),
+            "rows": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_isa_argument(parser)
     parser.add_argument("--skip-run", action="store_true", help="only the loop benchmark, not the full comparison")
     parser.add_argument("--setups", nargs="+", choices=SETUPS, default=["eager"],
                         help="step set-ups to compare (bf16 only where the CPU has it natively)")
     parser.add_argument("--json", default=None, help="write the loop figures here, as JSON")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    cap_isa(args.isa, __file__, sys.argv[1:])
     cfg = resolve_config(load_config(None, args.overrides))
     set_threads(cfg.threads)
     figures = loop_benchmark(cfg, setups=tuple(args.setups))

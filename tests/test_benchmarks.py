@@ -226,3 +226,25 @@ def test_first_table_timers_time_what_they_wrap():
     with pytest.raises(ZeroDivisionError):
         module.g()
     assert timers.calls == {"f part": 2, "g part": 1} and timers.seconds["f part"] >= 0.0
+
+
+def test_cap_isa_runs_the_script_again_with_the_kernels_kept_to_avx2(monkeypatch):
+    """`--isa avx2` re-runs the script with its own arguments in a Python whose oneDNN, MKL and ATen kernels are
+    kept to AVX2; once so kept (the re-run), or with no --isa, it goes on in this process."""
+    throughput = _bench("throughput")
+    calls = []
+    monkeypatch.setattr(throughput.os, "execve", lambda exe, args, env: calls.append((exe, args, env)))
+    for key in throughput.ISA_CAPS["avx2"]:
+        monkeypatch.delenv(key, raising=False)
+    throughput.cap_isa(None, "bench.py", ["--isa", "avx2"])
+    assert calls == []
+    throughput.cap_isa("avx2", "bench.py", ["--isa", "avx2", "seed=1"])
+    (exe, args, env), = calls
+    assert args == [exe, "bench.py", "--isa", "avx2", "seed=1"]
+    assert {k: env[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")} == {
+        "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    for key, value in throughput.ISA_CAPS["avx2"].items():
+        monkeypatch.setenv(key, value)
+    throughput.cap_isa("avx2", "bench.py", ["--isa", "avx2"])
+    assert len(calls) == 1
+    assert _first_table().parse_args(["--isa", "avx2"]).isa == "avx2"

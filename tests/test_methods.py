@@ -240,7 +240,13 @@ def test_fit_with_refit_bn_uses_statistics_recomputed_before_training(tiny_data,
     assert not torch.equal(model.head.weight, reference.head.weight)
 
 
-def test_autocast_is_off_on_the_cpu_and_channels_last_only_when_asked():
+def test_autocast_is_off_on_the_cpu_and_channels_last_on_by_default():
+    from prunelora.workflows.experiment import make_context
+
+    cfg = load_config(overrides=["device=cpu"])
+    assert cfg.channels_last is True and make_context(cfg, progress=False).channels_last  # the default, CPU too
+    old = load_config(overrides=["device=cpu", "channels_last=null"])  # as configs saved before 2026-12-08 say
+    assert not make_context(old, progress=False).channels_last
     ctx = Context(torch.device("cpu"), amp=True, channels_last=None, compile=False)
     assert not ctx.amp and not ctx.channels_last  # None: CUDA only
     model = nn.Conv2d(1, 2, 3)

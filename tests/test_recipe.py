@@ -59,7 +59,7 @@ def test_mixup_zero_is_plain_cross_entropy_training(tiny_data, cpu_ctx):
     model, reference = _linear(), _linear()
     fit(model, data, index, _recipe(mixup=0.0), cpu_ctx)
     generator = torch.Generator().manual_seed(cpu_ctx.seed)
-    opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(reference.parameters(), lr=1e-2, fused=True)  # the engine's on the CPU
     for _ in range(2):
         for idx in batches(len(index), 128, generator):
             rows = index[idx]
@@ -163,6 +163,41 @@ def test_adamw_applies_decay_per_group():
     torch.testing.assert_close(model[0].weight.detach(), 0.95 * before["0.weight"])
     for name in ("0.bias", "1.weight", "1.bias"):
         torch.testing.assert_close(dict(model.named_parameters())[name].detach(), before[name], rtol=0, atol=0)
+
+
+def test_cpu_optimizers_are_fused_and_step_as_the_loop_does():
+    """On the CPU each optimizer runs PyTorch's fused kernel: SGD (Nesterov, weight decay) lands on the very weights
+    of the per-tensor loop, Adam and AdamW within float rounding, and the hand-computed first Adam step holds:
+    p - lr x sign(g) (m / sqrt(v) = g / |g| after bias correction, eps aside)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(16, 3))
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    for name in ("sgd", "adam", "adamw"):
+        recipe = Recipe(1, 8, name, 0.1, 5e-4)
+        weights = {}
+        for fused in (True, False):
+            net = copy.deepcopy(model)
+            opt = make_optimizer(list(net.named_parameters()), recipe)
+            if not fused:  # the loop over tensors, as PyTorch runs it without `fused`
+                sgd = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
+                opt = type(opt)(net.parameters(), lr=0.1, weight_decay=5e-4, foreach=False, **sgd)
+            assert opt.defaults["fused"] is (True if fused else None)
+            for _ in range(3):
+                for p, g in zip(net.parameters(), grads):
+                    p.grad = g.clone()
+                opt.step()
+            weights[fused] = torch.cat([p.detach().flatten() for p in net.parameters()])
+        if name == "sgd":
+            assert torch.equal(weights[True], weights[False])
+        else:
+            torch.testing.assert_close(weights[True], weights[False], rtol=0, atol=1e-6)
+    net = copy.deepcopy(model)
+    opt = make_optimizer(list(net.named_parameters()), Recipe(1, 8, "adam", 0.1, 0.0))
+    for p, g in zip(net.parameters(), grads):
+        p.grad = g.clone()
+    opt.step()
+    for p, q, g in zip(net.parameters(), model.parameters(), grads):
+        torch.testing.assert_close(p.detach(), q.detach() - 0.1 * g.sign(), rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------- config

