@@ -98,7 +98,7 @@ def unlearn(
 
 
 def _unlearn(checkpoint, method: str, out: Path, overrides, config_file, progress: bool) -> dict:
-    from .metrics.scoring import combine_metrics, evaluate_model
+    from .metrics.scoring import combine_metrics, evaluate_model, record_info
     from .store.checkpoints import save_checkpoint
     from .store.environment import environment
     from .workflows.experiment import model_facts, open_experiment
@@ -110,7 +110,7 @@ def _unlearn(checkpoint, method: str, out: Path, overrides, config_file, progres
     validation = exp.validation and retrain_reference(exp.validation, original, exp.task(), exp.ctx)
     model, record = unlearn_one(method, original, exp.task(), exp.ctx, validation)
     metrics = combine_metrics(evaluate_model(model, exp.data, exp.splits, exp.config, exp.ctx, method=method), record)
-    info = {k: v for k, v in record.items() if k not in ("time_s", "loop_s", "peak_memory_mb", "history")}
+    info = record_info(record, "history")
     facts = model_facts(exp.data, extra.get("channels_removed", False) or "removed_layers" in record)
     save_checkpoint(out / "model.safetensors", model, C.to_dict(exp.config), {"role": "unlearned", "method": method, **facts})
     atomic_write(out / "metrics.json", to_json({

@@ -313,7 +313,7 @@ class ExperimentConfig:
     cpu_bf16: bool = False
     # NHWC memory format for convolutions, on every device: measured faster on each CPU tried, by 1-24% a step
     # (docs/performance.md, "Channels-last on the CPU"). None: on CUDA only, the default until 2026-12-08, which a
-    # config saved before then says and so reruns as it ran; false: contiguous everywhere
+    # config saved before then says and so reruns in the memory format it ran in; false: contiguous everywhere
     channels_last: bool | None = True
     compile: bool = False  # torch.compile the model for training (slow start, faster steps on GPUs)
     # CUDA graphs for plain cross-entropy training steps (the original, retrain, finetune, prune_finetune, lora,

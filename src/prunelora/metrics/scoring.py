@@ -48,6 +48,14 @@ def own_evidence(model: nn.Module, outs, inputs: EvidenceInput) -> dict:
     return metrics
 
 
+COSTS = ("time_s", "loop_s", "peak_memory_mb")  # a step's record entries that `combine_metrics` makes metrics of
+
+
+def record_info(record: dict, *also: str) -> dict:
+    """A step's record without its cost entries (`COSTS`, reported as metrics) and the keys `also`."""
+    return {k: v for k, v in record.items() if k not in (*COSTS, *also)}
+
+
 def combine_metrics(quality: dict, record: dict) -> dict:
     """Quality metrics plus the cost of the step: seconds in all, the training loop's seconds per epoch, the one-off
     seconds (everything outside the loop's epochs), peak memory. A record without the loop's seconds (a model

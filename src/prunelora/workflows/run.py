@@ -23,7 +23,7 @@ from ..engine import dist
 from ..methods import UnlearnTask
 from ..metrics.catalog import declared, keys
 from ..metrics.evidence import EvidenceInput
-from ..metrics.scoring import add_comparisons, combine_metrics, evaluate_model
+from ..metrics.scoring import add_comparisons, combine_metrics, evaluate_model, record_info
 from ..models import create_model
 from ..models.pruning import match_shapes
 from ..report.write import write_results
@@ -211,8 +211,7 @@ def _save_model(exp: Experiment, name: str, model: nn.Module, entry: dict, out: 
 
 
 def _run_entry(method: str, cfg, metrics: dict, record: dict) -> dict:
-    info = {k: v for k, v in record.items() if k not in ("time_s", "loop_s", "peak_memory_mb")}
-    return {"method": method, "seed": cfg.seed, "metrics": metrics, "info": info}
+    return {"method": method, "seed": cfg.seed, "metrics": metrics, "info": record_info(record)}
 
 
 def _failed(method: str, cfg, error: str) -> dict:
