@@ -218,6 +218,15 @@ def test_fast_dropout_gradient_is_mask_times_scale():
     torch.testing.assert_close(x.grad, upstream * mask / (1 - p))
 
 
+def test_fast_dropout_mask_is_laid_out_as_its_input_and_draws_the_same_values():
+    x = torch.randn(3, 5, 4, 6)
+    last = x.contiguous(memory_format=torch.channels_last)
+    plain, cl = (FastDropout(0.4, seed=9).train().keep_mask(t) for t in (x, last))
+    assert plain.is_contiguous() and cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
+    assert torch.equal(plain, cl)  # the same element (n, c, h, w) is dropped in either layout
+    assert 0 < (~cl).sum() < cl.numel()
+
+
 def test_fast_dropout_seeded():
     x = torch.ones(10_000)
     a, b, c = (FastDropout(0.5, seed=s).train() for s in (11, 11, 12))

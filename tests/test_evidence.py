@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from prunelora.config import load_config
+from prunelora.config import EvalConfig, load_config
 from prunelora.errors import UserError
-from prunelora.metrics.evidence import balanced_accuracy, kl_js, penultimate, probe_accuracy, relearn
+from prunelora.metrics.evaluate import outputs, predict
+from prunelora.metrics.evidence import (
+    EvidenceInput,
+    balanced_accuracy,
+    kl_js,
+    penultimate,
+    probe_accuracy,
+    probe_metric,
+    relearn,
+)
 from prunelora.workflows.experiment import resolve_config
 from prunelora.workflows.run import run
 
@@ -54,6 +63,25 @@ def test_penultimate_is_the_heads_input(tiny_data, trained_original, cpu_ctx):
     with torch.no_grad():
         expected = trained_original.forward_features(data.normalise(data.x_test[:7]))
     np.testing.assert_allclose(feats, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_probe_reads_the_features_of_the_pass_that_made_the_test_logits(tiny_data, trained_original, cpu_ctx):
+    data, splits = tiny_data
+    outs = outputs(trained_original, data, cpu_ctx, batch_size=64)
+    np.testing.assert_array_equal(outs.test_features, penultimate(trained_original, data, data.x_test, cpu_ctx, 64))
+    train_logits, test_logits = outs  # still the (train, test) pair every metric unpacks
+    np.testing.assert_array_equal(test_logits, predict(trained_original, data, data.x_test, cpu_ctx, 64))
+    passes = []
+    hook = trained_original.register_forward_hook(lambda *args: passes.append(1))
+    inputs = EvidenceInput(data, splits, cpu_ctx, EvalConfig(batch_size=64))
+    try:
+        shared = probe_metric(trained_original, outs, inputs)["probe"]
+        assert passes == []  # no forward pass of its own
+        alone = probe_metric(trained_original, (train_logits, test_logits), inputs)["probe"]
+        assert passes  # without the features it makes them
+    finally:
+        hook.remove()
+    assert shared == alone and 0 <= shared <= 100
 
 
 def test_relearn_is_deterministic_and_leaves_the_model_alone(tiny_data, trained_original, cpu_ctx):

@@ -9,21 +9,50 @@ from torch import nn
 from ..data import ImageData, Splits
 from ..engine import dist
 from ..engine.context import Context
+from ..models.layers import classifier_name
 from . import mia
 from .catalog import keys
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512) -> np.ndarray:
-    """Logits (N, C) in eval mode, as float32 numpy. With several processes each computes every size-th
-    image and the rows are gathered: every rank returns the whole (N, C)."""
+def forward_rows(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512,
+                 head_input: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits (N, C), the classifier's inputs (N, D) from the same pass when `head_input`, else None), in eval mode,
+    as float32 numpy. With several processes each computes every size-th image and the rows are gathered: every
+    rank returns all N rows."""
     model.eval()
     mine = x[dist.shard(torch.arange(len(x)).to(x.device))]
-    out = []
-    with ctx.autocast():
-        for i in range(0, len(mine), batch_size):
-            out.append(model(ctx.model_input(data, mine[i : i + batch_size])).float())
-    return dist.gather_rows(torch.cat(out), len(x)).cpu().numpy()
+    out, captured = [], []
+    hook = None
+    if head_input:
+        head = dict(model.named_modules())[classifier_name(model)]
+        hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1).float()))
+    try:
+        with ctx.autocast():
+            for i in range(0, len(mine), batch_size):
+                out.append(model(ctx.model_input(data, mine[i : i + batch_size])).float())
+    finally:
+        if hook is not None:
+            hook.remove()
+    rows = lambda parts: dist.gather_rows(torch.cat(parts), len(x)).cpu().numpy()
+    return rows(out), rows(captured) if head_input else None
+
+
+def predict(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512) -> np.ndarray:
+    """Logits (N, C) in eval mode, as float32 numpy (see `forward_rows`)."""
+    return forward_rows(model, data, x, ctx, batch_size)[0]
+
+
+class Outputs(tuple):
+    """A model's (train logits, test logits), which every metric reads, with `test_features`: the test images'
+    classifier inputs (N, D) from the same forward pass, which the linear probe reads instead of a pass of its own."""
+
+    test_features: np.ndarray | None
+
+    def __new__(cls, train_logits: np.ndarray, test_logits: np.ndarray, test_features: np.ndarray | None = None):
+        self = super().__new__(cls, (train_logits, test_logits))
+        self.test_features = test_features
+        return self
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -31,13 +60,15 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(100.0 * (logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
-def outputs(model: nn.Module, data: ImageData, ctx: Context, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(train logits, test logits); non-finite outputs (a diverged model) are a FloatingPointError."""
+def outputs(model: nn.Module, data: ImageData, ctx: Context, batch_size: int = 512) -> Outputs:
+    """(train logits, test logits) with the test images' classifier inputs (where the model names its classifier);
+    non-finite outputs (a diverged model) are a FloatingPointError."""
     train_logits = predict(model, data, data.x_train, ctx, batch_size)
-    test_logits = predict(model, data, data.x_test, ctx, batch_size)
+    has_head = classifier_name(model) in dict(model.named_modules())
+    test_logits, test_features = forward_rows(model, data, data.x_test, ctx, batch_size, head_input=has_head)
     if not (np.isfinite(train_logits).all() and np.isfinite(test_logits).all()):
         raise FloatingPointError("the model's outputs are not finite (its training diverged); lower the learning rate")
-    return train_logits, test_logits
+    return Outputs(train_logits, test_logits, test_features)
 
 
 def evaluate(model: nn.Module, data: ImageData, splits: Splits, ctx: Context, batch_size: int = 512) -> dict[str, float]:

@@ -32,27 +32,16 @@ from ..data.catalog import is_text
 from ..engine.context import Context, seed_everything
 from ..engine.loop import fit, recipe_from
 from ..engine.meter import CostMeter
-from ..models import classifier_name, create_model
+from ..models import create_model
 from ..store import cache
 from .attack import fit_reference, logit_confidence, scores, threshold_accuracy
-from .evaluate import predict
+from .evaluate import forward_rows, predict
 from .mia import safe_log, softmax
 
 
-@torch.inference_mode()
 def penultimate(model: nn.Module, data: ImageData, x: torch.Tensor, ctx: Context, batch_size: int = 512) -> np.ndarray:
     """The classifier's input for every image of `x` (N, D), as float32 numpy, in eval mode."""
-    model.eval()
-    head = dict(model.named_modules())[classifier_name(model)]
-    captured = []
-    hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1).float().cpu()))
-    try:
-        with ctx.autocast():
-            for i in range(0, len(x), batch_size):
-                model(ctx.model_input(data, x[i : i + batch_size]))
-    finally:
-        hook.remove()
-    return torch.cat(captured).numpy()
+    return forward_rows(model, data, x, ctx, batch_size, head_input=True)[1]
 
 
 def balanced_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
@@ -139,7 +128,9 @@ def probe_metric(model, outputs, inputs: EvidenceInput) -> dict:
     data, splits = inputs.data, inputs.splits
     if not splits.forget_classes:  # sample-wise requests: no class to look for
         return {"probe": float("nan")}
-    features = penultimate(model, data, data.x_test, inputs.ctx, inputs.config.batch_size)
+    features = getattr(outputs, "test_features", None)  # captured in the pass that made the test logits
+    if features is None:
+        features = penultimate(model, data, data.x_test, inputs.ctx, inputs.config.batch_size)
     is_target = np.isin(data.y_test.cpu().numpy(), splits.forget_classes)
     return {"probe": probe_accuracy(features, is_target, inputs.ctx.seed)}
 
