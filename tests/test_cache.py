@@ -76,7 +76,9 @@ def test_key_covers_how_training_ran(tiny_cfg, tiny_data, monkeypatch):
                                                              "compile": False, "processes": 1, "cuda_graphs": True}
     assert cache.execution(types.SimpleNamespace(**{**gpu, "graphs": False}))["cuda_graphs"] is False
     assert cache.execution(cpu) == {"device": "cpu", "amp": False, "channels_last": False, "compile": False,
-                                    "processes": 1, "threads": threads}
+                                    "processes": 1, "threads": threads, "small_map_convs": False}
+    small = dataclasses.replace(cpu, small_maps=True)  # a CPU run's convolutions over small maps enter the key
+    assert cache.model_key("original", tiny_cfg, 0, index, small, data)[0] != key
 
 
 def test_miss_then_hit(cache_here, tiny_cfg, tiny_data):

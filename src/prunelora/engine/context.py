@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..models.small_maps import use_small_map_convs
 from .meter import CostMeter
 
 
@@ -24,6 +25,7 @@ class Context:
     amp: bool = False  # bf16 autocast on CUDA
     cpu_bf16: bool = False  # bf16 autocast on the CPU (where it computes bf16 natively: see `native_bf16`)
     channels_last: bool | None = False  # NHWC activations for convolutions; None = on CUDA only
+    small_maps: bool = False  # CPU: convolutions over maps within their kernel's reach as one matrix product
     compile: bool = False  # torch.compile the training forward
     graphs: bool | None = None  # CUDA graphs for plain training steps; None = on CUDA (see engine.GraphedStep)
     # called with the model after every training epoch; its dict joins that epoch's history (learning curves)
@@ -48,8 +50,10 @@ class Context:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=not capturing)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move to the device (channels-last memory format where asked)."""
+        """Move to the device (channels-last memory format where asked; on the CPU, small-map convolutions)."""
         model = model.to(self.device)
+        if self.small_maps and self.device.type == "cpu":
+            use_small_map_convs(model)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ def execution(ctx) -> dict:
            "processes": world().size}
     if ctx.device.type == "cpu":  # reductions split across threads add in another order
         run["threads"] = torch.get_num_threads()
+        run["small_map_convs"] = ctx.small_maps
     else:  # graphs matched eager steps to the last digit where measured, but nothing promises them bit for bit
         run["cuda_graphs"] = ctx.graphs
     return run

@@ -289,7 +289,7 @@ def make_context(cfg: C.ExperimentConfig, progress: bool) -> Context:
         raise UserError("cpu_bf16=true needs a CPU that computes bf16 natively (AVX-512 BF16 or AMX), and this one "
                         "does not (bf16 would be emulated, slower than fp32); leave cpu_bf16=false")
     return Context(device, cfg.seed, progress, amp=cfg.amp, channels_last=cfg.channels_last, compile=cfg.compile,
-                   graphs=cfg.cuda_graphs, cpu_bf16=cfg.cpu_bf16)
+                   graphs=cfg.cuda_graphs, cpu_bf16=cfg.cpu_bf16, small_maps=cfg.small_map_convs)
 
 
 def prepare(cfg: C.ExperimentConfig, device: torch.device | None = None) -> tuple[ImageData, Splits]:
