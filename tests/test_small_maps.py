@@ -37,17 +37,18 @@ def test_within_reach(kernel, padding, stride, size, expected):
 
 def test_taps_matrix_by_hand():
     weight = torch.arange(9.0).view(1, 1, 3, 3)  # w[a, b] = 3a + b
-    # row (m, n) = input position, column (i, j) = output position: w[1 + m - i, 1 + n - j]
+    # row (i, j) = output position, column (m, n) = input position: w[1 + m - i, 1 + n - j]
     expected = torch.tensor([
-        [4.0, 3.0, 1.0, 0.0],  # input (0, 0): outputs (0,0) (0,1) (1,0) (1,1)
-        [5.0, 4.0, 2.0, 1.0],  # input (0, 1)
-        [7.0, 6.0, 4.0, 3.0],  # input (1, 0)
-        [8.0, 7.0, 5.0, 4.0],  # input (1, 1)
+        [4.0, 5.0, 7.0, 8.0],  # output (0, 0) reads inputs (0,0) (0,1) (1,0) (1,1)
+        [3.0, 4.0, 6.0, 7.0],  # output (0, 1)
+        [1.0, 2.0, 4.0, 5.0],  # output (1, 0)
+        [0.0, 1.0, 3.0, 4.0],  # output (1, 1)
     ])
     assert torch.equal(taps_matrix(weight, (2, 2)), expected)
-    two = torch.stack([weight[0], -weight[0]])  # (O=2, C=1): columns (i, j, o) interleave the outputs
-    assert torch.equal(taps_matrix(two, (2, 2))[:, 0::2], expected)
-    assert torch.equal(taps_matrix(two, (2, 2))[:, 1::2], -expected)
+    two = torch.stack([weight[0], -weight[0]])  # (O=2, C=1): rows (i, j, o) interleave the outputs
+    assert torch.equal(taps_matrix(two, (2, 2))[0::2], expected)
+    assert torch.equal(taps_matrix(two, (2, 2))[1::2], -expected)
+    assert torch.equal(taps_matrix(two.contiguous(memory_format=torch.channels_last), (2, 2)), taps_matrix(two, (2, 2)))
 
 
 @pytest.mark.parametrize("channels, out, size, kernel", [(3, 4, (2, 2), 3), (2, 3, (1, 1), 3), (2, 2, (3, 3), 5),

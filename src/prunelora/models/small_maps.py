@@ -17,6 +17,7 @@ zero padding); everywhere else it is `nn.Conv2d`.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -29,15 +30,16 @@ def within_reach(kernel: tuple[int, int], padding, stride, dilation, size: tuple
 
 
 def taps_matrix(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The (H*W*C, H*W*O) matrix of a "same" convolution with `weight` (O, C, kh, kw) over an H x W map within its
-    reach: row (m, n, c) and column (i, j, o) hold weight[o, c, ph + m - i, pw + n - j], the tap through which output
-    position (i, j) reads input position (m, n)."""
+    """The (H*W*O, H*W*C) matrix of a "same" convolution with `weight` (O, C, kh, kw) over an H x W map within its
+    reach, as a linear layer's weight: row (i, j, o) and column (m, n, c) hold weight[o, c, ph + m - i, pw + n - j],
+    the tap through which output position (i, j) reads input position (m, n). Its blocks are read with the channels
+    innermost, as a channels-last weight lies in memory."""
     h, w = size
     out_ch, in_ch, kh, kw = weight.shape
     ph, pw = kh // 2, kw // 2
-    taps = weight.permute(2, 3, 1, 0)  # (kh, kw, C, O)
-    blocks = [taps[ph - i : ph - i + h, pw - j : pw - j + w] for i in range(h) for j in range(w)]  # each (H, W, C, O)
-    return torch.stack(blocks, 3).reshape(h * w * in_ch, h * w * out_ch)
+    taps = weight.permute(0, 2, 3, 1)  # (O, kh, kw, C)
+    blocks = [taps[:, ph - i : ph - i + h, pw - j : pw - j + w] for i in range(h) for j in range(w)]  # (O, H, W, C)
+    return torch.stack(blocks).reshape(h * w * out_ch, h * w * in_ch)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -53,13 +55,14 @@ def _maps(rows: torch.Tensor, like: torch.Tensor, channels: int) -> torch.Tensor
 
 
 class _SmallMapConv(torch.autograd.Function):
-    """y = conv2d(x, weight) as x's rows times `taps_matrix`; saves x and the weight (what a convolution saves), and
-    builds the matrix again in the backward pass rather than keeping it (H*W times the weight's size)."""
+    """y = conv2d(x, weight) as a linear layer of `taps_matrix` on x's rows; saves x and the weight (what a
+    convolution saves), and builds the matrix again in the backward pass rather than keeping it (H*W times the
+    weight's size)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        return _maps(_rows(x) @ taps_matrix(weight, x.shape[2:]), x, weight.shape[0])
+        return _maps(F.linear(_rows(x), taps_matrix(weight, x.shape[2:])), x, weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -68,9 +71,9 @@ class _SmallMapConv(torch.autograd.Function):
         grad_rows = _rows(grad)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = _maps(grad_rows @ taps_matrix(weight, size).t(), x, x.shape[1])
+            grad_x = _maps(grad_rows @ taps_matrix(weight, size), x, x.shape[1])
         if ctx.needs_input_grad[1]:
-            grad_w = _fold_taps(_rows(x).t() @ grad_rows, weight, size)
+            grad_w = _fold_taps(grad_rows.t() @ _rows(x), weight, size)
         return grad_x, grad_w
 
 
@@ -80,11 +83,11 @@ def _fold_taps(grad_matrix: torch.Tensor, weight: torch.Tensor, size: tuple[int,
     h, w = size
     out_ch, in_ch, kh, kw = weight.shape
     ph, pw = kh // 2, kw // 2
-    blocks = grad_matrix.view(h, w, in_ch, h * w, out_ch)
+    blocks = grad_matrix.view(h * w, out_ch, h, w, in_ch)
     grad = torch.zeros_like(weight)  # the weight's memory format
-    taps = grad.permute(2, 3, 1, 0)  # (kh, kw, C, O), a view
+    taps = grad.permute(0, 2, 3, 1)  # (O, kh, kw, C), a view
     for q, (i, j) in enumerate((i, j) for i in range(h) for j in range(w)):
-        taps[ph - i : ph - i + h, pw - j : pw - j + w] += blocks[:, :, :, q]
+        taps[:, ph - i : ph - i + h, pw - j : pw - j + w] += blocks[q]
     return grad
 
 
