@@ -34,6 +34,7 @@ from prunelora.engine.context import native_bf16, set_threads
 from prunelora.models import MODELS, arch_of, create_model, select_layers
 from prunelora.models.adapters import add_lora
 from prunelora.models.pruning import prune_l2_structured
+from prunelora.models.small_maps import use_small_map_convs
 from prunelora.workflows.experiment import resolve_config
 from prunelora.workflows.run import run
 
@@ -48,7 +49,8 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
 
 
 # beside the plain fp32 eager step (contiguous, Adam's loop over tensors); channels_last+fused is the default's
-SETUPS = ("eager", "channels_last", "fused", "channels_last+fused", "compile", "bf16", "channels_last+bf16")
+SETUPS = ("eager", "channels_last", "fused", "channels_last+fused", "channels_last+fused+small_maps", "compile", "bf16",
+          "channels_last+bf16")
 # environment variables that keep oneDNN (convolutions), MKL (matmul) and ATen's vectorised kernels to an
 # instruction set: what a CPU without the wider ones runs
 ISA_CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
@@ -73,8 +75,11 @@ def add_isa_argument(parser: argparse.ArgumentParser) -> None:
 
 def step_fn(model, x, y, setup: str = "eager"):
     """One training step (forward, cross-entropy, backward, Adam) of `model` on (x, y) under `setup`: eager fp32,
-    channels-last activations, Adam's fused kernel, torch.compile'd forward, or bf16 autocast of the forward."""
+    channels-last activations, Adam's fused kernel, convolutions over small maps as matrix products (the CPU
+    default since 2026-12-08), torch.compile'd forward, or bf16 autocast of the forward."""
     parts = setup.split("+")
+    if "small_maps" in parts:
+        model = use_small_map_convs(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3, fused="fused" in parts or None)
     if "channels_last" in parts:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)

@@ -116,3 +116,13 @@ def test_the_cpu_default_runs_small_maps_as_products_and_the_cache_knows():
     assert type(off.prepare_model(nn.Sequential(nn.Conv2d(1, 2, 3)))[0]) is nn.Conv2d
     assert execution(off)["small_map_convs"] is False
     assert type(Context(torch.device("cpu")).prepare_model(nn.Conv2d(1, 2, 3))) is nn.Conv2d  # the dataclass: off
+
+
+def test_lora_on_small_map_convolutions_keeps_its_dropout_inside_the_down_projection():
+    from prunelora.models.adapters import DropoutConv2d, FastDropout, add_lora
+
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+    wrapped = add_lora(use_small_map_convs(model), ["0", "2"], 2, 4, 0.1, [], 0)
+    downs = [m for m in wrapped.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 2]
+    assert len(downs) == 2 and all(type(d) is DropoutConv2d for d in downs)  # peft builds them as the base's class
+    assert not any(isinstance(m, FastDropout) for name, m in wrapped.named_modules() if "lora_dropout" in name)

@@ -34,6 +34,8 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from torch.nn import functional as F
 
+from .small_maps import SmallMapConv2d
+
 
 def masked_scale(x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
     """x * mask * scale in one kernel on a GPU (the dropout backward's own); the same numbers on the CPU."""
@@ -222,7 +224,9 @@ def add_lora(
                 continue
             drop = FastDropout(old.p, seed=seed * 1000 + i)
             down = layer.lora_A[key]
-            if type(down) is nn.Conv2d and down.bias is None and down.padding_mode == "zeros" and not isinstance(down.padding, str):
+            # peft builds the down-projection as the base layer's class: nn.Conv2d, or SmallMapConv2d on the CPU
+            plain = type(down) in (nn.Conv2d, SmallMapConv2d)
+            if plain and down.bias is None and down.padding_mode == "zeros" and not isinstance(down.padding, str):
                 down.__class__ = DropoutConv2d  # same parameters and state-dict keys; dropout moves inside
                 down.input_dropout = drop
                 layer.lora_dropout[key] = nn.Identity()
