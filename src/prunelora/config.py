@@ -316,8 +316,8 @@ class ExperimentConfig:
     # config saved before then says and so reruns in the memory format it ran in; false: contiguous everywhere
     channels_last: bool | None = True
     # on the CPU, convolutions over maps within their kernel's reach (the default's 2x2 last stage) run as one
-    # matrix product (models/small_maps.py): a Fine-tune step 11-13% faster with AVX2 kernels; changes the last
-    # digits, so false reruns a config saved before 2026-12-08's second change as it ran
+    # matrix product (models/small_maps.py): a Fine-tune step 11-18% faster with AVX2 kernels; it changes the last
+    # digits, so a config saved before 2026-12-08 (no such key) reruns as it ran with small_map_convs=false
     small_map_convs: bool = True
     compile: bool = False  # torch.compile the model for training (slow start, faster steps on GPUs)
     # CUDA graphs for plain cross-entropy training steps (the original, retrain, finetune, prune_finetune, lora,

@@ -4,10 +4,10 @@ A stride-1 "same" convolution (odd kernel k, padding (k - 1) / 2) over a map of 
 side lets every output position read every input position, each through one tap of the kernel. A 3x3 convolution
 over the 2x2 maps of the default's last stage (12x12 images arrive there at 2x2) is such a layer: five of each
 output's nine taps read padding zeros, and oneDNN's AVX2 weight gradient runs these shapes at about 100 GFLOP/s
-against 180-210 for the stage's larger maps (docs/performance.md). Written as the product of the flattened input
-(N, H*W*C) with an (H*W*C, H*W*O) matrix assembled from the kernel's taps, the layer computes only the taps that read
-the image, at the matrix-product rate: a Fine-tune step of the default 13% faster with AVX2 kernels, the same with
-AVX-512 ones.
+against 180-210 for the stage's larger maps (docs/performance.md). Written as a linear layer on the flattened
+input (N, H*W*C) whose (H*W*O, H*W*C) weight is assembled from the kernel's taps, the layer computes only the taps
+that read the image, at the matrix-product rate: a Fine-tune step of the default 11-18% faster with AVX2 kernels,
+1-10% with AVX-512 ones; LoRA's steps, whose base weights take no gradient, within 3%.
 
 The function is the convolution's; fp32 sums run in another order, so results differ in the last digits.
 `SmallMapConv2d` takes this path only where it applies (the CPU, fp32 or fp64, no autocast, one group, no dilation,
