@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -70,6 +71,8 @@ def test_the_probe_reads_the_features_of_the_pass_that_made_the_test_logits(tiny
     outs = outputs(trained_original, data, cpu_ctx, batch_size=64)
     np.testing.assert_array_equal(outs.test_features, penultimate(trained_original, data, data.x_test, cpu_ctx, 64))
     train_logits, test_logits = outs  # still the (train, test) pair every metric unpacks
+    for again in (copy.deepcopy(outs), pickle.loads(pickle.dumps(outs))):
+        assert len(again) == 2 and np.array_equal(again.test_features, outs.test_features)
     np.testing.assert_array_equal(test_logits, predict(trained_original, data, data.x_test, cpu_ctx, 64))
     passes = []
     hook = trained_original.register_forward_hook(lambda *args: passes.append(1))

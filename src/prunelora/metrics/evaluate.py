@@ -54,6 +54,9 @@ class Outputs(tuple):
         self.test_features = test_features
         return self
 
+    def __getnewargs__(self):  # copy and pickle rebuild it through __new__, features included
+        return (*self, self.test_features)
+
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy in %, or NaN for an empty set."""
